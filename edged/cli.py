@@ -1,0 +1,98 @@
+"""Command line: parse arguments, call into the package, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from edged import __version__, logs
+from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from edged.errors import ConfigError, EdgedError
+from edged.server import Loaded, Server, load
+
+EX_OK = 0
+EX_FAILURE = 1
+EX_CONFIG = 78  # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus names it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edged", description="Deadline-aware TFLite inference over MQTT."
+    )
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run the daemon in the foreground"),
+        ("check", "validate the config, load every model once, and report"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument(
+            "-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
+            help=f"configuration file (default: {DEFAULT_CONFIG_PATH})",
+        )
+        sub.add_argument(
+            "--runtime", choices=["ai-edge-litert", "tflite-runtime"], default=None,
+            help="use this TFLite runtime instead of the fastest installed one",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return check(args.config, args.runtime)
+        return run(args.config, args.runtime)
+    except ConfigError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except EdgedError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(config: Path, runtime: str | None) -> int:
+    settings = load_settings(config)
+    logs.configure(settings.logging.level, settings.logging.format)
+    log = structlog.get_logger("edged")
+    log.info("loading", config=str(config), version=__version__)
+    server = Server(settings, load(settings, runtime))
+    server.run()
+    return EX_OK
+
+
+def check(config: Path, runtime: str | None) -> int:
+    settings = load_settings(config)
+    print(f"config   {config}: valid")
+    loaded = load(settings, runtime)
+    print(f"runtime  {loaded.backend.describe()}")
+    _print_report(settings, loaded)
+    print("ok")
+    return EX_OK
+
+
+def _print_report(settings: Settings, loaded: Loaded) -> None:
+    mqtt = settings.mqtt
+    print(f"device   {settings.device_id}")
+    print(f"broker   {mqtt.host}:{mqtt.port} (MQTT {mqtt.protocol}, "
+          f"{'TLS' if mqtt.tls else 'plain TCP'}), topics under {mqtt.topic_prefix}/")
+    for name, model in loaded.models.items():
+        cfg = model.config
+        print(f"model    {name}: {cfg.path} ({cfg.path.stat().st_size} bytes)")
+        print(f"           input  {model.input.describe()}")
+        for out in model.outputs:
+            print(f"           output {out.describe()}")
+        labels = f", {len(model.labels)} labels" if model.labels else ""
+        print(f"           {cfg.workers} worker(s), {cfg.num_threads} thread(s) each, "
+              f"postprocess {cfg.postprocess}{labels}; warm-up invoke {model.warmup_ms:.2f} ms")
+    for route in settings.routes:
+        print(f"route    {route.name}: {route.subscribe} -> {route.model} -> {route.publish} "
+              f"(input {route.input.format}, deadline {route.deadline_ms} ms)")
+    if not settings.routes:
+        print("warning  no routes: edged would subscribe to nothing")

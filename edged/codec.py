@@ -1,0 +1,104 @@
+"""Payload bytes -> arrays (pure functions). Every payload is hostile until decoded."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from edged.errors import BadInputError
+
+Array = np.ndarray[Any, Any]
+MAX_JSON_DEPTH = 16
+
+
+def decode_raw(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array:
+    """Bytes of exactly one tensor of ``shape`` and ``dtype`` (native byte order).
+
+    The array is a read-only view of ``payload``: no copy.
+    """
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(payload) != expected:
+        dims = "x".join(str(d) for d in shape)
+        raise BadInputError(
+            f"raw payload is {len(payload)} bytes; the model's input {dtype.name}[{dims}] "
+            f"needs exactly {expected}"
+        )
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def decode_npy(payload: bytes) -> Array:
+    """NumPy's .npy format, never with pickled objects."""
+    try:
+        array = np.load(io.BytesIO(payload), allow_pickle=False)
+    except ValueError as exc:
+        text = str(exc)
+        if "pickle" in text.lower():
+            raise BadInputError("npy payload holds Python objects, which are refused") from None
+        raise BadInputError(f"not a valid .npy payload: {text}") from None
+    except (OSError, EOFError) as exc:
+        raise BadInputError(f"not a valid .npy payload: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise BadInputError("npy payload must hold one array (.npz archives are refused)")
+    if array.dtype.kind not in "biuf":
+        raise BadInputError(f"npy dtype {array.dtype} is not numeric")
+    return array
+
+
+def _refuse_constant(name: str) -> float:
+    raise BadInputError(f"JSON number {name} is refused: send finite numbers")
+
+
+def decode_json(payload: bytes, field: str) -> Array:
+    """A list or nested list of numbers, or an object holding one under ``field``."""
+    try:
+        value = json.loads(payload, parse_constant=_refuse_constant)
+    except BadInputError:
+        raise
+    except RecursionError:
+        raise BadInputError("JSON payload is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInputError(f"not valid JSON: {exc}") from None
+    if isinstance(value, dict):
+        if field not in value:
+            keys = ", ".join(sorted(map(str, value))[:8])
+            raise BadInputError(f"JSON object has no field {field!r} (keys: {keys})")
+        value = value[field]
+    if not isinstance(value, list):
+        raise BadInputError("JSON payload must be a list of numbers or an object holding one")
+    _check_numbers(value, 1)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, OverflowError) as exc:
+        raise BadInputError(f"JSON array is not rectangular: {exc}") from None
+    if not np.all(np.isfinite(array)):
+        raise BadInputError("JSON array holds numbers too large to represent")
+    return array
+
+
+def _check_numbers(value: list[Any], depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise BadInputError(f"JSON array is nested deeper than {MAX_JSON_DEPTH} levels")
+    for item in value:
+        if isinstance(item, list):
+            _check_numbers(item, depth + 1)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise BadInputError(f"JSON array holds a non-number: {str(item)[:40]!r}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise BadInputError("JSON array holds a non-finite number")
+
+
+def decoder_for(
+    fmt: str, shape: tuple[int, ...], dtype: np.dtype[Any], field: str
+) -> Callable[[bytes], Array]:
+    """The decode function of one route's input format."""
+    if fmt == "raw":
+        return lambda payload: decode_raw(payload, shape, dtype)
+    if fmt == "npy":
+        return decode_npy
+    if fmt == "json":
+        return lambda payload: decode_json(payload, field)
+    raise ValueError(f"unknown input format {fmt!r}")

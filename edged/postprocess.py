@@ -1,0 +1,66 @@
+"""Output tensors -> results people can use (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import numpy as np
+
+from edged.runtime.model import TensorSpec
+
+Array = np.ndarray[Any, Any]
+Result = dict[str, Any]
+
+
+def dequantize(values: Array, spec: TensorSpec) -> Array:
+    """q -> real = (q - zero_point) * scale; float tensors pass through."""
+    if not spec.quantized:
+        return values.astype(np.float64)
+    return (values.astype(np.float64) - spec.zero_point) * spec.scale
+
+
+def classification(
+    outputs: Sequence[Array], specs: Sequence[TensorSpec], labels: Sequence[str], top_k: int
+) -> Result:
+    """The top-k classes of the single output, best first, with dequantized scores."""
+    scores = dequantize(outputs[0], specs[0]).reshape(-1)
+    k = min(top_k, scores.size)
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    top = [
+        {
+            "index": int(i),
+            "label": labels[i] if i < len(labels) else str(int(i)),
+            "score": round(float(scores[i]), 6),
+        }
+        for i in best
+    ]
+    return {"label": top[0]["label"], "score": top[0]["score"], "top_k": top}
+
+
+def raw(outputs: Sequence[Array], specs: Sequence[TensorSpec]) -> Result:
+    """Every output tensor as it came out, with what it takes to dequantize it."""
+    return {
+        "outputs": [
+            {
+                "name": spec.name,
+                "shape": list(value.shape),
+                "dtype": value.dtype.name,
+                "quantization": {"scale": spec.scale, "zero_point": spec.zero_point},
+                "data": value.tolist(),
+            }
+            for value, spec in zip(outputs, specs)
+        ]
+    }
+
+
+def postprocessor_for(
+    kind: str, specs: Sequence[TensorSpec], labels: Sequence[str], top_k: int
+) -> Callable[[Sequence[Array]], Result]:
+    """The post-processing function a model is configured with."""
+    if kind == "classification":
+        return lambda outputs: classification(outputs, specs, labels, top_k)
+    if kind == "raw":
+        return lambda outputs: raw(outputs, specs)
+    raise ValueError(f"unknown postprocess {kind!r}")

@@ -1,0 +1,109 @@
+"""Where results and errors go: the route's topic, the errors topic, the Response Topic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import structlog
+
+from edged import results, topics
+from edged.results import Identity, Timings
+from edged.stats import Stats
+from edged.types import Inbound, Outbound
+
+log = structlog.get_logger("edged.responder")
+Publish = Callable[[Outbound], None]
+
+
+class RateLimit:
+    """A token bucket: at most ``rate`` events a second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._tokens, self._last = burst, clock()
+        self._lock = threading.Lock()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            self.suppressed += 1
+            return False
+
+
+class Responder:
+    """Turns outcomes into MQTT messages and counts them."""
+
+    def __init__(
+        self,
+        publish: Publish,
+        device_id: str,
+        topic_prefix: str,
+        stats: Stats,
+        error_rate: RateLimit | None = None,
+    ) -> None:
+        self._publish = publish
+        self.device_id = device_id
+        self.errors_topic = f"{topic_prefix}/{topics.safe_level(device_id)}/errors"
+        self._prefix = topic_prefix
+        self._stats = stats
+        self._error_rate = error_rate or RateLimit(rate=20.0, burst=50.0)
+
+    def identity(self, route: str, model: str, message: Inbound) -> Identity:
+        return Identity(route, model, self.device_id, message.topic, message.received_wall)
+
+    def publish_topic(self, template: str, route: str, model: str, source_topic: str) -> str:
+        values = {"device_id": self.device_id, "route": route, "model": model}
+        values["prefix"] = self._prefix
+        return topics.render(template, values, source_topic)
+
+    def result(
+        self,
+        identity: Identity,
+        message: Inbound,
+        topic: str,
+        qos: int,
+        result: dict[str, Any],
+        timings: Timings,
+        deadline_ms: float,
+    ) -> None:
+        payload = results.result_payload(identity, result, timings, deadline_ms)
+        self._stats.succeeded(identity.route, timings)
+        self._publish(Outbound(topic, payload, qos=qos))
+        self._reply(message, payload, qos)
+
+    def error(
+        self,
+        identity: Identity,
+        message: Inbound,
+        reason: str,
+        text: str,
+        deadline_ms: float | None = None,
+        timings: Timings | None = None,
+    ) -> None:
+        """Count, log and report a message that got no result."""
+        self._stats.failed(identity.route, reason)
+        payload = results.error_payload(identity, reason, text, deadline_ms, timings)
+        self._reply(message, payload, qos=1)
+        if self._error_rate.allow():
+            log.warning("message failed", route=identity.route, topic=message.topic,
+                        reason=reason, error=text)
+            self._publish(Outbound(self.errors_topic, payload, qos=0))
+
+    def _reply(self, message: Inbound, payload: bytes, qos: int) -> None:
+        if message.response_topic:
+            self._publish(
+                Outbound(
+                    message.response_topic,
+                    payload,
+                    qos=qos,
+                    correlation_data=message.correlation_data,
+                )
+            )

@@ -1,0 +1,45 @@
+"""Small value types shared by the components. A leaf module: it imports nothing from edged.
+
+paho's message objects never leave ``edged.mqtt``; the rest of the daemon sees these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message received from the broker."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    received_wall: float
+    """Unix time (s) at receipt, for reports."""
+    received_mono: float
+    """``time.monotonic()`` at receipt, for deadline arithmetic."""
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+    expiry_interval_s: int | None = None
+
+    def user_property(self, key: str) -> str | None:
+        """The last value of a user property, or None."""
+        found = None
+        for k, v in self.user_properties:
+            if k == key:
+                found = v
+        return found
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = field(default=())

@@ -1,0 +1,45 @@
+"""Fixtures: one private mosquitto per test session, and per-test ones for fault tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import Broker
+from tests.support.daemon import Edged
+from tests.support.probe import Probe
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of this test's own, not yet started, so the test can stop and start it."""
+    b = Broker(tmp_path)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def probe(broker: Broker) -> Iterator[Probe]:
+    p = Probe(broker.port)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Edged]]:
+    """Edged processes a test started; any still running are stopped at the end."""
+    started: list[Edged] = []
+    yield started
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()

@@ -1,0 +1,102 @@
+"""A small paho client for tests: publish requests, collect what edged publishes."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    correlation_data: bytes | None
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Probe:
+    """Subscribes to filters and queues every message it gets."""
+
+    def __init__(self, port: int, protocol: str = "5") -> None:
+        self.v5 = protocol == "5"
+        self.messages: queue.Queue[Received] = queue.Queue()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"probe-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+        )
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        corr = getattr(props, "CorrelationData", None) if props is not None else None
+        self.messages.put(Received(msg.topic, msg.payload, bool(msg.retain), corr))
+
+    def subscribe(self, *filters: str) -> None:
+        for f in filters:
+            result, mid = self.client.subscribe(f, qos=1)
+            assert result == mqtt.MQTT_ERR_SUCCESS
+        time.sleep(0.2)  # let the SUBACKs arrive before anything is published
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> None:
+        props = None
+        if self.v5 and (response_topic or correlation_data or user_properties):
+            props = Properties(PacketTypes.PUBLISH)
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
+            if user_properties:
+                props.UserProperty = user_properties
+        self.client.publish(topic, payload, qos=qos, properties=props)
+
+    def next(self, timeout: float = 10.0, topic: str | None = None) -> Received:
+        """The next message (on ``topic`` if given; others are skipped)."""
+        end = time.monotonic() + timeout
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no message on {topic or 'any topic'} within {timeout} s")
+            try:
+                msg = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if topic is None or msg.topic == topic:
+                return msg
+
+    def collect(self, count: int, timeout: float, topic: str | None = None) -> list[Received]:
+        """``count`` messages (on ``topic`` if given), or fewer if ``timeout`` passes."""
+        out: list[Received] = []
+        end = time.monotonic() + timeout
+        while len(out) < count and time.monotonic() < end:
+            try:
+                out.append(self.next(timeout=max(0.01, end - time.monotonic()), topic=topic))
+            except TimeoutError:
+                break
+        return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
