@@ -170,6 +170,9 @@ def load_settings(path: Path) -> Settings:
     Raises ConfigError listing every problem with its key path and line.
     """
     data, lines = load_yaml_with_lines(path)
+    unknown = _unknown_env_keys()
+    if unknown:
+        raise ConfigError(str(path), unknown)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -193,6 +196,21 @@ def _describe(error: Any, lines: dict[KeyPath, int]) -> str:
         return f"{where}{origin}: unknown key{hint}"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}{origin}: {message}"
+
+
+def _unknown_env_keys() -> list[str]:
+    """``EDGED_`` variables that name no top-level key: a typo there must not pass silently."""
+    fields = {name.upper() for name in Settings.model_fields}
+    problems = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX):
+            top = upper[len(ENV_PREFIX):].split("__", 1)[0]
+            if top not in fields:
+                close = difflib.get_close_matches(top.lower(), list(Settings.model_fields), n=1)
+                hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+                problems.append(f"environment variable {name}: unknown key{hint}")
+    return problems
 
 
 def _env_name(loc: KeyPath) -> str | None:

@@ -3,6 +3,7 @@ of edged sees ``Inbound`` and ``Outbound``."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -22,6 +23,16 @@ from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.mqtt")
 MAX_QUEUED_OUTBOUND = 10_000  # paho's own buffer of QoS>0 messages while disconnected
+
+
+def _no_delay(client: paho.Client) -> None:
+    """Turn off Nagle's algorithm: answers are small and must not wait for the next ACK."""
+    sock = client.socket()
+    if sock is not None and hasattr(sock, "setsockopt"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 class MqttClient:
@@ -144,6 +155,7 @@ class MqttClient:
             return
         self.last_activity = time.monotonic()
         self._down_logged = False
+        _no_delay(client)
         qos = self._config.subscribe_qos
         if self._subscriptions:
             client.subscribe([(topic, qos) for topic in self._subscriptions])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,13 @@ from edged.errors import ModelLoadError
 from edged.runtime.backend import Backend
 
 TFLITE_MAGIC = b"TFL3"
+# tflite-runtime 2.14 does not verify the flatbuffer: a truncated or corrupt file crashes
+# the process with SIGSEGV. With it, a model is opened in a throw-away child process first.
+UNVERIFIED_RUNTIMES = frozenset({"tflite-runtime"})
+_PROBE = (
+    "import sys; from {module} import Interpreter; "
+    "i = Interpreter(model_path=sys.argv[1]); i.allocate_tensors()"
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,8 @@ class LoadedModel:
 def load_model(name: str, config: ModelConfig, backend: Backend) -> LoadedModel:
     """Load, inspect and warm up ``config.path``. Raises ModelLoadError saying what is wrong."""
     _check_file(name, config.path)
+    if backend.name in UNVERIFIED_RUNTIMES:
+        _probe_in_child(name, config.path, backend)
     interpreter = _interpreter(backend, config)
     inputs = [TensorSpec.from_detail(d) for d in interpreter.get_input_details()]
     outputs = tuple(TensorSpec.from_detail(d) for d in interpreter.get_output_details())
@@ -100,6 +112,28 @@ def _check_file(name: str, path: Path) -> None:
         raise ModelLoadError(f"model {name!r}: cannot read {path}: {exc.strerror or exc}") from exc
     if head[4:8] != TFLITE_MAGIC:
         raise ModelLoadError(f"model {name!r}: {path} is not a TFLite flatbuffer (no TFL3 mark)")
+
+
+def _probe_in_child(name: str, path: Path, backend: Backend) -> None:
+    module = backend.interpreter_class.__module__
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE.format(module=module), str(path)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ModelLoadError(f"model {name!r}: loading {path} did not finish in 120 s") from exc
+    if done.returncode < 0:
+        sig = signal.Signals(-done.returncode).name
+        raise ModelLoadError(
+            f"model {name!r}: {backend.describe()} crashed ({sig}) opening {path}; "
+            "the file is truncated or corrupt"
+        )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise ModelLoadError(
+            f"{backend.describe()} cannot load {path}: {lines[-1] if lines else 'unknown error'}"
+        )
 
 
 def _interpreter(backend: Backend, config: ModelConfig) -> Any:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import queue
+import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ class Probe:
 
     def __init__(self, port: int, protocol: str = "5") -> None:
         self.v5 = protocol == "5"
-        self.messages: queue.Queue[Received] = queue.Queue()
+        self._messages: list[Received] = []
+        self._cond = threading.Condition()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"probe-{uuid.uuid4().hex[:8]}",
@@ -39,12 +41,15 @@ class Probe:
         )
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
+        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
         corr = getattr(props, "CorrelationData", None) if props is not None else None
-        self.messages.put(Received(msg.topic, msg.payload, bool(msg.retain), corr))
+        with self._cond:
+            self._messages.append(Received(msg.topic, msg.payload, bool(msg.retain), corr))
+            self._cond.notify_all()
 
     def subscribe(self, *filters: str) -> None:
         for f in filters:
@@ -73,18 +78,17 @@ class Probe:
         self.client.publish(topic, payload, qos=qos, properties=props)
 
     def next(self, timeout: float = 10.0, topic: str | None = None) -> Received:
-        """The next message (on ``topic`` if given; others are skipped)."""
+        """The oldest message not yet taken (on ``topic`` if given; others stay for later)."""
         end = time.monotonic() + timeout
-        while True:
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no message on {topic or 'any topic'} within {timeout} s")
-            try:
-                msg = self.messages.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if topic is None or msg.topic == topic:
-                return msg
+        with self._cond:
+            while True:
+                for i, msg in enumerate(self._messages):
+                    if topic is None or msg.topic == topic:
+                        return self._messages.pop(i)
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no message on {topic or 'any topic'} within {timeout} s")
+                self._cond.wait(remaining)
 
     def collect(self, count: int, timeout: float, topic: str | None = None) -> list[Received]:
         """``count`` messages (on ``topic`` if given), or fewer if ``timeout`` passes."""

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the whole test suite: every test under ai-edge-litert,
+# then the runtime adapter's tests and the end-to-end tests marked `legacy` under
+# tflite-runtime with numpy<2. Extra arguments go to both pytest runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh legacy
+echo "== tests with ai-edge-litert (numpy 2) =="
+.venv/bin/python -m pytest -q "$@"
+echo "== tests with tflite-runtime (numpy<2) =="
+TEST_EXPECT_RUNTIME=tflite-runtime .venv-legacy/bin/python -m pytest -q -m legacy \
+    -p no:cacheprovider "$@"
