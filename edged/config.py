@@ -65,7 +65,7 @@ class MqttConfig(Section):
 
 
 class ModelConfig(Section):
-    path: Path = Field(description=".tflite file; relative paths resolve against the config's folder")
+    path: Path = Field(description=".tflite file; relative paths resolve from the config's folder")
     labels: Path | None = Field(None, description="text file with one label per line")
     workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
     num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")

@@ -3,12 +3,13 @@ of edged sees ``Inbound`` and ``Outbound``."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import paho.mqtt.client as paho
 import structlog
@@ -29,10 +30,8 @@ def _no_delay(client: paho.Client) -> None:
     """Turn off Nagle's algorithm: answers are small and must not wait for the next ACK."""
     sock = client.socket()
     if sock is not None and hasattr(sock, "setsockopt"):
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 class MqttClient:
@@ -122,10 +121,8 @@ class MqttClient:
         """Publish ``stopped``, disconnect cleanly (no last will) and stop the thread."""
         if self.connected.is_set():
             info = self._client.publish(self._status_topic, b"stopped", qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError):
-                pass
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -195,7 +192,7 @@ class MqttClient:
             return
         inbound = Inbound(
             topic=topic,
-            payload=msg.payload,
+            payload=bytes(msg.payload),  # already bytes: no copy
             qos=msg.qos,
             received_wall=time.time(),
             received_mono=now,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def raw(outputs: Sequence[Array], specs: Sequence[TensorSpec]) -> Result:
                 "quantization": {"scale": spec.scale, "zero_point": spec.zero_point},
                 "data": value.tolist(),
             }
-            for value, spec in zip(outputs, specs)
+            for value, spec in zip(outputs, specs, strict=False)
         ]
     }
 

@@ -58,4 +58,5 @@ def quantize(array: Array, spec: TensorSpec) -> Array:
     q = np.rint(np.asarray(array, dtype=np.float32) / np.float32(spec.scale))
     q += spec.zero_point
     np.clip(q, info.min, info.max, out=q)
-    return q.astype(spec.dtype)
+    quantized: Array = q.astype(spec.dtype)
+    return quantized

@@ -50,7 +50,8 @@ class Timings:
 
 def iso_utc(wall: float) -> str:
     """Unix time -> ISO 8601 in UTC with milliseconds, e.g. ``2026-11-24T18:55:50.123Z``."""
-    return datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+    stamp = datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.removesuffix("+00:00") + "Z"
 
 
 def result_payload(

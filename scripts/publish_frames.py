@@ -78,7 +78,7 @@ def load_samples(args: argparse.Namespace) -> list[Sample]:
     if args.count:
         arrays, truth = arrays[: args.count], truth[: args.count]
     return [Sample(encode(a, args.format, manifest["input"]), labels[int(t)])
-            for a, t in zip(arrays, truth)]
+            for a, t in zip(arrays, truth, strict=False)]
 
 
 def connect(broker: str, protocol: str) -> mqtt.Client:

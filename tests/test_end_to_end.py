@@ -40,7 +40,7 @@ def local_accuracy(images: np.ndarray, labels: np.ndarray) -> float:
     inp = interpreter.get_input_details()[0]["index"]
     out = interpreter.get_output_details()[0]["index"]
     correct = 0
-    for image, label in zip(images, labels):
+    for image, label in zip(images, labels, strict=False):
         tensor = np.frombuffer(quantized(image), np.uint8).reshape(1, 8, 8, 1)
         interpreter.set_tensor(inp, tensor)
         interpreter.invoke()

@@ -99,5 +99,5 @@ def test_sessions_in_threads_agree() -> None:
 def test_a_truncated_model_fails_to_load_with_the_path(tmp_path: Path) -> None:
     broken = tmp_path / "broken.tflite"
     broken.write_bytes((MODELS / "digits_int8.tflite").read_bytes()[:2000])
-    with pytest.raises(ModelLoadError, match="broken.tflite"):
+    with pytest.raises(ModelLoadError, match=r"broken\.tflite"):
         load_model("broken", digits_config(path=broken), select_backend())

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 from edged.errors import RuntimeUnavailableError
 
@@ -34,7 +35,7 @@ class Backend:
         return f"{self.name} {self.version}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def select_backend(prefer: str | None = None) -> Backend:
     """Return the preferred installed runtime, or the one named by ``prefer``.
 

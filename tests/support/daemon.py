@@ -72,7 +72,9 @@ class Edged:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-                raise AssertionError(f"edged did not stop within {timeout} s:\n{self.log()}")
+                raise AssertionError(
+                    f"edged did not stop within {timeout} s:\n{self.log()}"
+                ) from None
         return int(self.proc.returncode)
 
     def log(self) -> str:

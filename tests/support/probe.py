@@ -53,7 +53,7 @@ class Probe:
 
     def subscribe(self, *filters: str) -> None:
         for f in filters:
-            result, mid = self.client.subscribe(f, qos=1)
+            result, _ = self.client.subscribe(f, qos=1)
             assert result == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.2)  # let the SUBACKs arrive before anything is published
 
