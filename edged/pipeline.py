@@ -1,9 +1,8 @@
-"""From an accepted message to a published answer: routes, the per-model queues and the
-worker threads, each with its own interpreter."""
+"""From an accepted message to a published answer: admission against the deadline, the
+per-route queues of each model, and the worker threads, each with its own interpreter."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,13 +14,15 @@ import structlog
 from edged import codec, deadline, postprocess, preprocess, topics
 from edged.config import RouteConfig
 from edged.deadline import Deadline
-from edged.errors import BadInputError, MessageError
-from edged.queues import DropOldestQueue
+from edged.errors import BadInputError
+from edged.estimate import ServiceTimeEstimate, expected_finish
+from edged.queues import ModelScheduler
 from edged.responder import Responder
-from edged.results import Identity, Timings
-from edged.runtime import LoadedModel, Session
+from edged.results import Identity
+from edged.runtime import LoadedModel
 from edged.stats import Stats
 from edged.types import Inbound
+from edged.worker import Worker
 
 log = structlog.get_logger("edged.pipeline")
 Array = np.ndarray[Any, Any]
@@ -50,8 +51,16 @@ class Route:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def margin_s(self) -> float:
+        return self.config.reply_margin_ms / 1000.0
+
     def matches(self, topic: str) -> bool:
         return topics.matches(self.config.subscribe, topic)
+
+    def prepare(self, payload: bytes) -> Array:
+        """Payload -> the model's input tensor. Raises BadInputError."""
+        return preprocess.to_input_tensor(self.decode(payload), self.model.input)
 
 
 @dataclass(frozen=True)
@@ -62,132 +71,96 @@ class Job:
     deadline: Deadline
     publish_topic: str
 
+    @property
+    def due(self) -> float:
+        return self.deadline.at
+
+    @property
+    def source(self) -> str:
+        return self.message.topic
+
 
 class ModelWorkers:
-    """One model's queue and its worker threads (one interpreter each)."""
+    """One model's scheduler, service-time estimate and worker threads."""
 
     def __init__(self, model: LoadedModel, responder: Responder, clock: Clock) -> None:
         self.model = model
-        self.queue: DropOldestQueue[Job] = DropOldestQueue(model.config.queue_size)
-        self._responder = responder
-        self._clock = clock
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.busy = 0
-        self._busy_lock = threading.Lock()
+        self.scheduler: ModelScheduler[Job] = ModelScheduler()
+        self.estimate = ServiceTimeEstimate(initial_s=max(model.warmup_ms, 0.05) / 1000.0)
+        self.workers = [
+            Worker(f"{model.name}-{i}", model, self.scheduler, self.estimate, responder, clock)
+            for i in range(model.config.workers)
+        ]
+
+    @property
+    def busy(self) -> int:
+        return sum(w.busy for w in self.workers)
 
     def start(self) -> None:
-        sessions = [Session(self.model) for _ in range(self.model.config.workers)]
-        for i, session in enumerate(sessions):
-            thread = threading.Thread(
-                target=self._serve, args=(session,), name=f"worker-{self.model.name}-{i}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
+        for worker in self.workers:
+            worker.start()
 
     def stop(self, timeout: float) -> list[Job]:
         """Let workers finish what is queued for up to ``timeout`` s; return what is left."""
         end = time.monotonic() + timeout
-        while (len(self.queue) or self.busy) and time.monotonic() < end:
+        while (len(self.scheduler) or self.busy) and time.monotonic() < end:
             time.sleep(0.01)
-        left = self.queue.drain()
-        self._stop.set()
-        self.queue.close()
-        for thread in self._threads:
-            thread.join(max(0.1, end - time.monotonic()))
+        left = list(self.scheduler.drain())
+        for worker in self.workers:
+            worker.stop_event.set()
+        self.scheduler.close()
+        for worker in self.workers:
+            worker.join(max(0.1, end - time.monotonic()))
         return left
 
-    def _serve(self, session: Session) -> None:
-        while not self._stop.is_set():
-            job = self.queue.get(timeout=0.5)
-            if job is None:
-                continue
-            with self._busy_lock:
-                self.busy += 1
-            try:
-                self._run(session, job)
-            except Exception:  # a worker thread must outlive any one message
-                log.exception("unexpected error in worker", route=job.route.name)
-                self._responder.error(job.identity, job.message, "internal_error",
-                                      "edged failed to process this message; see its log")
-            finally:
-                with self._busy_lock:
-                    self.busy -= 1
-
-    def _run(self, session: Session, job: Job) -> None:
-        timings = Timings()
-        start = self._clock()
-        timings.queue = (start - job.message.received_mono) * 1000
-        if job.deadline.passed(start):
-            self._responder.error(
-                job.identity, job.message, "expired",
-                f"deadline of {job.deadline.budget_ms:.0f} ms passed after "
-                f"{timings.queue:.1f} ms waiting; not run",
-                job.deadline.budget_ms, timings,
-            )
-            return
-        try:
-            tensor = preprocess.to_input_tensor(job.route.decode(job.message.payload),
-                                                session.model.input)
-            t1 = self._clock()
-            outputs = session.run(tensor)
-            t2 = self._clock()
-            result = job.route.postprocess(outputs)
-        except MessageError as exc:
-            self._responder.error(job.identity, job.message, exc.reason, str(exc),
-                                  job.deadline.budget_ms)
-            return
-        end = self._clock()
-        timings.preprocess = (t1 - start) * 1000
-        timings.invoke = (t2 - t1) * 1000
-        timings.postprocess = (end - t2) * 1000
-        timings.total = (end - job.message.received_mono) * 1000
-        if job.deadline.passed(end):
-            self._responder.error(
-                job.identity, job.message, "deadline",
-                f"result was ready {-job.deadline.remaining_ms(end):.1f} ms after its "
-                f"deadline of {job.deadline.budget_ms:.0f} ms; suppressed",
-                job.deadline.budget_ms, timings,
-            )
-            return
-        self._responder.result(job.identity, job.message, job.publish_topic,
-                               job.route.config.publish_qos, result, timings,
-                               job.deadline.budget_ms)
+    def describe(self) -> dict[str, Any]:
+        return {
+            "service_time_ms": round(self.estimate.seconds * 1000, 3),
+            "queued": len(self.scheduler),
+            "workers": [w.describe() for w in self.workers],
+        }
 
 
 class Pipeline:
-    """Routes messages to model workers. ``submit`` runs on the MQTT thread: keep it cheap."""
+    """Routes messages to model workers. ``submit`` runs on the MQTT thread: keep it cheap
+    (no decoding there: that happens on the workers)."""
 
-    def __init__(
-        self,
-        routes: Sequence[Route],
-        responder: Responder,
-        stats: Stats,
-        clock: Clock = time.monotonic,
-    ) -> None:
+    def __init__(self, routes: Sequence[Route], responder: Responder, stats: Stats,
+                 clock: Clock = time.monotonic) -> None:
         self.routes = list(routes)
         self._responder = responder
         self._stats = stats
         self._clock = clock
-        self.workers: dict[str, ModelWorkers] = {}
+        self.models: dict[str, ModelWorkers] = {}
         for route in self.routes:
-            if route.model.name not in self.workers:
-                self.workers[route.model.name] = ModelWorkers(route.model, responder, clock)
+            name = route.model.name
+            if name not in self.models:
+                self.models[name] = ModelWorkers(route.model, responder, clock)
+            cfg = route.config
+            self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
+                                                  cfg.priority)
+        self._route_model = {r.name: r.model.name for r in self.routes}
+        stats.queue_depth = lambda route: self.models[self._route_model[route]].scheduler.depth(
+            route)
+        stats.models = lambda: {name: m.describe() for name, m in self.models.items()}
         self.accepting = True
 
     def start(self) -> None:
-        for workers in self.workers.values():
+        for workers in self.models.values():
             workers.start()
 
     def stop(self, timeout: float) -> None:
         """Stop accepting; finish queued work within ``timeout``; reject what is left."""
         self.accepting = False
         end = time.monotonic() + timeout
-        for workers in self.workers.values():
+        for workers in self.models.values():
             for job in workers.stop(max(0.0, end - time.monotonic())):
                 self._responder.error(job.identity, job.message, "shutdown",
                                       "edged is shutting down; not run")
+
+    def heartbeats(self) -> dict[str, float]:
+        """The last time each worker thread showed it is alive (monotonic s)."""
+        return {w.name: w.last_beat for m in self.models.values() for w in m.workers}
 
     def submit(self, message: Inbound) -> None:
         for route in self.routes:
@@ -207,20 +180,51 @@ class Pipeline:
                                   f"route's max_payload_bytes of {limit}")
             return
         try:
-            due = deadline.resolve(
-                received=message.received_mono,
-                received_wall=message.received_wall,
-                route_ms=route.config.deadline_ms,
-                user_ms=message.user_property(deadline.USER_DEADLINE_MS),
-            )
+            due = self._deadline(route, message)
         except BadInputError as exc:
             self._responder.error(identity, message, exc.reason, str(exc))
+            return
+        if self._refused_for_time(route, message, identity, due):
             return
         topic = self._responder.publish_topic(route.config.publish, route.name,
                                               route.model.name, message.topic)
         job = Job(route, message, identity, due, topic)
-        evicted = self.workers[route.model.name].queue.put(job)
-        if evicted is not None:
+        for evicted in self.models[route.model.name].scheduler.put(route.name, job):
             self._responder.error(evicted.identity, evicted.message, "queue_full",
-                                  "queue full: dropped in favour of newer messages",
+                                  f"queue of route {route.name!r} is full "
+                                  f"({route.config.queue_size}, policy {route.config.queue})",
                                   evicted.deadline.budget_ms)
+
+    @staticmethod
+    def _deadline(route: Route, message: Inbound) -> Deadline:
+        return deadline.resolve(
+            received=message.received_mono,
+            received_wall=message.received_wall,
+            route_ms=route.config.deadline_ms,
+            allow_override=route.config.allow_deadline_override,
+            user_ms=message.user_property(deadline.USER_DEADLINE_MS),
+            user_abs_ms=message.user_property(deadline.USER_DEADLINE_ABS),
+            expiry_s=message.expiry_interval_s,
+        )
+
+    def _refused_for_time(self, route: Route, message: Inbound, identity: Identity,
+                          due: Deadline) -> bool:
+        """Early rejection: refuse what cannot finish before its deadline."""
+        now = self._clock()
+        if due.passed(now):
+            self._responder.error(identity, message, "expired",
+                                  f"deadline of {due.budget_ms:.0f} ms had passed on arrival",
+                                  due.budget_ms)
+            return True
+        workers = self.models[route.model.name]
+        ahead = workers.scheduler.ahead_of(route.name, due.at)
+        finish = expected_finish(now, ahead, len(workers.workers), workers.busy,
+                                 workers.estimate.seconds)
+        if finish > due.at - route.margin_s:
+            self._responder.error(
+                identity, message, "deadline",
+                f"cannot finish within {due.budget_ms:.0f} ms: {ahead} queued ahead, "
+                f"service time ~{workers.estimate.seconds * 1000:.2f} ms; not queued",
+                due.budget_ms)
+            return True
+        return False

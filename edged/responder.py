@@ -74,9 +74,10 @@ class Responder:
         result: dict[str, Any],
         timings: Timings,
         deadline_ms: float,
+        late: bool = False,
     ) -> None:
-        payload = results.result_payload(identity, result, timings, deadline_ms)
-        self._stats.succeeded(identity.route, timings)
+        payload = results.result_payload(identity, result, timings, deadline_ms, late)
+        self._stats.answered(identity.route, timings, late)
         self._publish(Outbound(topic, payload, qos=qos))
         self._reply(message, payload, qos)
 

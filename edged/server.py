@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from types import FrameType
 
 import structlog
 
-from edged import topics
+from edged import metrics, topics
 from edged.config import Settings
 from edged.mqtt import MqttClient
 from edged.pipeline import Pipeline, Route
@@ -21,6 +22,7 @@ from edged.stats import Stats
 from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.server")
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,15 @@ class Server:
         self.pipeline.submit(message)
 
     def start(self) -> None:
+        # Workers release the GIL while invoking; when one returns it must get the GIL back
+        # quickly even while the MQTT thread is parsing a large frame. The default 5 ms switch
+        # interval put whole milliseconds on the answer's latency (see docs/benchmarks.md).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.pipeline.start()
+        metrics_cfg = self.settings.metrics
+        if metrics_cfg.port is not None:
+            metrics.serve(self.stats, metrics_cfg.host, metrics_cfg.port)
+            log.info("metrics endpoint", url=f"http://{metrics_cfg.host}:{metrics_cfg.port}/")
         self.mqtt.start()
         log.info(
             "edged started",
@@ -90,7 +100,7 @@ class Server:
 
     def publish_stats(self) -> None:
         body = {"device_id": self.settings.device_id, "time": time.time(),
-                "totals": self.stats.totals(), "routes": self.stats.snapshot()}
+                **self.stats.snapshot()}
         self.mqtt.publish(Outbound(self.stats_topic, json.dumps(body).encode(), qos=0))
 
     def shutdown(self) -> None:

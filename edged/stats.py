@@ -1,41 +1,58 @@
-"""Counters and timings per route, safe to update from any thread; snapshots as plain dicts."""
+"""What happened to every message, per route: counters, stage-time histograms, recent
+latencies. Safe to update from any thread; read as plain dicts (the stats topic) or as
+Prometheus families (edged.metrics)."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edged.results import Timings
 
 STAGES = ("queue", "preprocess", "invoke", "postprocess", "total")
-WINDOW = 2048  # recent totals kept for percentiles
+# Upper bounds in ms, from sub-millisecond invokes to multi-second deadlines.
+BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
+              1000.0, 2500.0, 5000.0)
+RECENT = 2048  # recent totals kept for percentiles
 
 
 @dataclass
-class _Stage:
-    count: int = 0
+class Histogram:
+    """Cumulative-style histogram over ``BUCKETS_MS`` (the last slot is +Inf)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
     sum_ms: float = 0.0
-    max_ms: float = 0.0
+    count: int = 0
 
     def add(self, ms: float) -> None:
-        self.count += 1
+        self.counts[bisect.bisect_left(BUCKETS_MS, ms)] += 1
         self.sum_ms += ms
-        self.max_ms = max(self.max_ms, ms)
+        self.count += 1
 
 
 @dataclass
-class _RouteStats:
+class RouteStats:
     model: str
     received: int = 0
     succeeded: int = 0
+    late: int = 0
     failed: Counter[str] = field(default_factory=Counter)
-    stages: dict[str, _Stage] = field(default_factory=lambda: {s: _Stage() for s in STAGES})
-    recent_total: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    stages: dict[str, Histogram] = field(default_factory=lambda: {s: Histogram() for s in STAGES})
+    recent_total: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+    def on_time_rate(self) -> float | None:
+        """Answered on time / everything that got an answer or was refused for time."""
+        timed = self.succeeded + self.late + sum(
+            self.failed.get(r, 0) for r in ("deadline", "expired", "queue_full")
+        )
+        return round(self.succeeded / timed, 4) if timed else None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -44,24 +61,30 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 class Stats:
-    """What happened to every message, per route."""
+    """Per-route counters. ``gauges`` supplies live values (queue depth) at read time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._routes: dict[str, _RouteStats] = {}
+        self._routes: dict[str, RouteStats] = {}
+        self.queue_depth: Callable[[str], int] = lambda route: 0
+        self.models: Callable[[], dict[str, Any]] = dict
 
     def add_route(self, route: str, model: str) -> None:
         with self._lock:
-            self._routes.setdefault(route, _RouteStats(model))
+            self._routes.setdefault(route, RouteStats(model))
 
     def received(self, route: str) -> None:
         with self._lock:
             self._routes[route].received += 1
 
-    def succeeded(self, route: str, timings: Timings) -> None:
+    def answered(self, route: str, timings: Timings, late: bool = False) -> None:
+        """A result was published (``late`` when the route publishes late results)."""
         with self._lock:
             stats = self._routes[route]
-            stats.succeeded += 1
+            if late:
+                stats.late += 1
+            else:
+                stats.succeeded += 1
             for stage in STAGES:
                 stats.stages[stage].add(getattr(timings, stage))
             stats.recent_total.append(timings.total)
@@ -71,36 +94,45 @@ class Stats:
             self._routes[route].failed[reason] += 1
 
     def totals(self) -> dict[str, int]:
-        """Across routes: received, succeeded, failed."""
+        with self._lock:
+            routes = self._routes.values()
+            return {
+                "received": sum(r.received for r in routes),
+                "succeeded": sum(r.succeeded for r in routes),
+                "late": sum(r.late for r in routes),
+                "failed": sum(sum(r.failed.values()) for r in routes),
+            }
+
+    def export(self) -> dict[str, RouteStats]:
+        """A deep-enough copy of every route's stats, for a consistent read."""
         with self._lock:
             return {
-                "received": sum(r.received for r in self._routes.values()),
-                "succeeded": sum(r.succeeded for r in self._routes.values()),
-                "failed": sum(sum(r.failed.values()) for r in self._routes.values()),
+                name: RouteStats(
+                    r.model, r.received, r.succeeded, r.late, Counter(r.failed),
+                    {s: Histogram(list(h.counts), h.sum_ms, h.count) for s, h in r.stages.items()},
+                    deque(r.recent_total, maxlen=RECENT),
+                )
+                for name, r in self._routes.items()
             }
 
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {name: self._route_snapshot(r) for name, r in self._routes.items()}
-
-    @staticmethod
-    def _route_snapshot(r: _RouteStats) -> dict[str, Any]:
-        answered = r.succeeded + r.failed.get("deadline", 0) + r.failed.get("expired", 0)
-        recent = list(r.recent_total)
-        return {
-            "model": r.model,
-            "received": r.received,
-            "succeeded": r.succeeded,
-            "failed": dict(r.failed),
-            "on_time_rate": round(r.succeeded / answered, 4) if answered else None,
-            "timings_ms": {
-                s: {
-                    "count": st.count,
-                    "mean": round(st.sum_ms / st.count, 3) if st.count else None,
-                    "max": round(st.max_ms, 3),
-                }
-                for s, st in r.stages.items()
-            },
-            "total_ms_p50": _percentile(recent, 0.5),
-            "total_ms_p99": _percentile(recent, 0.99),
-        }
+        """The JSON body of the stats topic."""
+        routes = {}
+        for name, r in self.export().items():
+            recent = list(r.recent_total)
+            routes[name] = {
+                "model": r.model,
+                "received": r.received,
+                "succeeded": r.succeeded,
+                "late": r.late,
+                "failed": dict(r.failed),
+                "queue_depth": self.queue_depth(name),
+                "on_time_rate": r.on_time_rate(),
+                "timings_ms": {
+                    s: {"count": h.count, "mean": round(h.sum_ms / h.count, 3) if h.count else None}
+                    for s, h in r.stages.items()
+                },
+                "total_ms": {"p50": percentile(recent, 0.5), "p90": percentile(recent, 0.9),
+                             "p99": percentile(recent, 0.99)},
+            }
+        return {"totals": self.totals(), "routes": routes, "models": self.models()}

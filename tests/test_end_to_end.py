@@ -77,14 +77,17 @@ def test_holdout_set_through_the_broker_has_the_models_accuracy(
     tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged]
 ) -> None:
     manifest = json.loads((MODELS / "manifest.json").read_text())["models"]["digits"]
-    start_edged(tmp_path, broker, daemons, probe)
-    probe.subscribe(PREDICTIONS)
+    # A queue that holds the whole burst: this test is about accuracy, not load shedding.
+    start_edged(tmp_path, broker, daemons, probe, queue_size=512)
+    probe.subscribe(PREDICTIONS, ERRORS)
     images, labels = holdout()
     for i, image in enumerate(images):
         probe.publish(f"sensors/img{i}/frame", quantized(image))
         if i % 50 == 49:
             time.sleep(0.05)  # an honest camera rate, not a burst that fills the queue
     answers = probe.collect(len(images), timeout=60, topic=PREDICTIONS)
+    errors = probe.collect(len(images), timeout=0.5, topic=ERRORS)
+    assert [e.json()["error"] for e in errors] == []
     assert len(answers) == len(images)
     predicted: dict[int, int] = {}
     for answer in answers:

@@ -1,0 +1,54 @@
+"""A running estimate of a model's service time per worker (pure logic, thread-safe).
+
+Admission asks it whether a message can still finish in time; it answers with a high
+percentile of the recent service times, so a typical slow run is budgeted for.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+
+
+class ServiceTimeEstimate:
+    """The ``quantile`` of the last ``window`` service times, in seconds."""
+
+    def __init__(self, initial_s: float, window: int = 256, quantile: float = 0.9,
+                 refresh_every: int = 16) -> None:
+        if not 0.0 < quantile <= 1.0:
+            raise ValueError("quantile must be in (0, 1]")
+        self._samples: deque[float] = deque(maxlen=window)
+        self._quantile = quantile
+        self._refresh_every = refresh_every
+        self._since_refresh = 0
+        self._value = initial_s
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._samples.append(seconds)
+            self._since_refresh += 1
+            # Sorting the window on every sample would put a sort on the hot path.
+            if self._since_refresh >= self._refresh_every or len(self._samples) < 8:
+                self._since_refresh = 0
+                ordered = sorted(self._samples)
+                rank = max(0, math.ceil(self._quantile * len(ordered)) - 1)
+                self._value = ordered[rank]
+
+    @property
+    def seconds(self) -> float:
+        with self._lock:
+            return self._value
+
+
+def expected_finish(now: float, ahead: int, workers: int, busy: int, service_s: float) -> float:
+    """When an item with ``ahead`` items queued before it would finish.
+
+    The items ahead are shared among the workers; if every worker is busy, the item also
+    waits for a running one to finish (on average half a service time).
+    """
+    wait = (ahead / workers) * service_s
+    if busy >= workers:
+        wait += service_s / 2
+    return now + wait + service_s

@@ -1,0 +1,73 @@
+"""Prometheus metrics, read from ``Stats`` at scrape time (no second set of counters).
+
+Opt-in: served only when ``metrics.port`` is set, bound to 127.0.0.1 unless configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from edged.stats import BUCKETS_MS, Stats
+
+
+class StatsCollector(Collector):
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["route", "model"]
+        received = CounterMetricFamily(
+            "edged_requests_received", "Messages received", labels=labels)
+        succeeded = CounterMetricFamily(
+            "edged_requests_succeeded", "Results published on time", labels=labels)
+        late = CounterMetricFamily(
+            "edged_requests_late", "Results published late (on_late: publish)", labels=labels)
+        failed = CounterMetricFamily(
+            "edged_requests_failed", "Messages that got no result, by reason",
+            labels=[*labels, "reason"])
+        depth = GaugeMetricFamily("edged_queue_depth", "Messages waiting", labels=labels)
+        on_time = GaugeMetricFamily(
+            "edged_on_time_ratio", "On-time results / messages judged for time", labels=labels)
+        stage = HistogramMetricFamily(
+            "edged_stage_duration_seconds", "Time per pipeline stage",
+            labels=[*labels, "stage"])
+        for route, r in self._stats.export().items():
+            key = [route, r.model]
+            received.add_metric(key, r.received)
+            succeeded.add_metric(key, r.succeeded)
+            late.add_metric(key, r.late)
+            for reason, count in r.failed.items():
+                failed.add_metric([*key, reason], count)
+            depth.add_metric(key, self._stats.queue_depth(route))
+            rate = r.on_time_rate()
+            if rate is not None:
+                on_time.add_metric(key, rate)
+            for name, h in r.stages.items():
+                stage.add_metric([*key, name], _buckets(h.counts), h.sum_ms / 1000.0)
+        yield from (received, succeeded, late, failed, depth, on_time, stage)
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip([*BUCKETS_MS, float("inf")], counts, strict=True):
+        running += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound / 1000.0), running))
+    return out
+
+
+def serve(stats: Stats, host: str, port: int) -> Any:
+    """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(stats))
+    return start_http_server(port, addr=host, registry=registry)

@@ -1,0 +1,117 @@
+"""A worker thread: one interpreter, fed by its model's scheduler, deadline-checked at
+pickup and at the end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from edged.errors import MessageError
+from edged.estimate import ServiceTimeEstimate
+from edged.queues import ModelScheduler
+from edged.responder import Responder
+from edged.results import Timings
+from edged.runtime import LoadedModel, Session
+
+if TYPE_CHECKING:
+    from edged.pipeline import Job
+
+log = structlog.get_logger("edged.worker")
+POLL_S = 0.5  # how often an idle worker shows it is alive
+
+
+class Worker(threading.Thread):
+    def __init__(self, name: str, model: LoadedModel, scheduler: ModelScheduler[Job],
+                 estimate: ServiceTimeEstimate, responder: Responder,
+                 clock: Callable[[], float]) -> None:
+        super().__init__(name=f"worker-{name}", daemon=True)
+        self.session = Session(model)
+        self._scheduler = scheduler
+        self._estimate = estimate
+        self._responder = responder
+        self._clock = clock
+        self.stop_event = threading.Event()
+        self.busy = 0
+        self.last_beat = time.monotonic()
+        self.invokes = 0
+        self.invoke_ms_sum = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": getattr(self.session, "backend_name", "cpu"),
+            "invokes": self.invokes,
+            "invoke_ms_mean": round(self.invoke_ms_sum / self.invokes, 3) if self.invokes else None,
+            "fallback_events": getattr(self.session, "fallback_events", 0),
+        }
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.last_beat = time.monotonic()
+            job = self._scheduler.get(timeout=POLL_S)
+            if job is None:
+                continue
+            self.busy = 1
+            try:
+                self._run(job)
+            except Exception:  # a worker thread must outlive any one message
+                log.exception("unexpected error in worker", route=job.route.name)
+                self._responder.error(job.identity, job.message, "internal_error",
+                                      "edged failed to process this message; see its log")
+            finally:
+                self.busy = 0
+
+    def _run(self, job: Job) -> None:
+        timings = Timings()
+        start = self._clock()
+        timings.queue = (start - job.message.received_mono) * 1000
+        if self._not_worth_starting(job, start, timings):
+            return
+        try:
+            tensor = job.route.prepare(job.message.payload)
+            t1 = self._clock()
+            outputs = self.session.run(tensor)
+            t2 = self._clock()
+            result = job.route.postprocess(outputs)
+        except MessageError as exc:
+            self._responder.error(job.identity, job.message, exc.reason, str(exc),
+                                  job.deadline.budget_ms)
+            return
+        end = self._clock()
+        self._estimate.add(end - start)
+        self.invokes += 1
+        self.invoke_ms_sum += (t2 - t1) * 1000
+        timings.preprocess = (t1 - start) * 1000
+        timings.invoke = (t2 - t1) * 1000
+        timings.postprocess = (end - t2) * 1000
+        timings.total = (end - job.message.received_mono) * 1000
+        late = end > job.due - job.route.margin_s
+        if late and job.route.config.on_late == "drop":
+            self._responder.error(
+                job.identity, job.message, "deadline",
+                f"result was ready {(end - job.due) * 1000:.1f} ms after its deadline of "
+                f"{job.deadline.budget_ms:.0f} ms; suppressed",
+                job.deadline.budget_ms, timings)
+            return
+        self._responder.result(job.identity, job.message, job.publish_topic,
+                               job.route.config.publish_qos, result, timings,
+                               job.deadline.budget_ms, late=late)
+
+    def _not_worth_starting(self, job: Job, now: float, timings: Timings) -> bool:
+        """Re-check at pickup: never start what has expired or cannot finish in time."""
+        if job.deadline.passed(now):
+            reason, why = "expired", "passed"
+        elif now + self._estimate.seconds > job.due - job.route.margin_s:
+            reason, why = "deadline", "could no longer be met"
+        else:
+            return False
+        self._responder.error(
+            job.identity, job.message, reason,
+            f"deadline of {job.deadline.budget_ms:.0f} ms {why} after {timings.queue:.1f} ms "
+            "in the queue; not run",
+            job.deadline.budget_ms, timings)
+        return True

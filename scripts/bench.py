@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Benchmark edged over MQTT, the way serving systems are measured (like perf_analyzer).
+
+1. Starts a private mosquitto on a free loopback port (or uses --broker) and edged with the
+   chosen model and workers, as separate processes.
+2. Measures the raw capacity in the same run: invokes per second of the same number of
+   interpreters in threads, with no MQTT.
+3. Drives open-loop load (constant rate, or Poisson with --poisson) at multiples of that
+   capacity (--loads) or at absolute rates (--rates), every message an MQTT 5 request with a
+   Response Topic, Correlation Data and a deadline, timing each round trip at the sender.
+4. Prints a table and writes JSON: offered and achieved rate, on-time goodput, deadline
+   attainment, p50/p90/p99 latency of answers, late answers, rejections by reason, edged's
+   CPU and peak RSS, goodput as a fraction of raw capacity.
+
+  python scripts/bench.py --model mobilenet --workers 2 --deadline-ms 100
+  python scripts/bench.py --model digits --rates 1000 2000 4000 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edged.runtime import select_backend  # noqa: E402
+from tests.support.broker import Broker, wait_for_port  # noqa: E402
+
+MODELS = {
+    "mobilenet": REPO / "models" / "mobilenet_v2_1.0_224_quant.tflite",
+    "digits": REPO / "models" / "digits_int8.tflite",
+    "vibration": REPO / "models" / "vibration_int8.tflite",
+}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- raw capacity -------------------------------------------------------------------------
+
+def raw_capacity(model: Path, workers: int, seconds: float) -> dict[str, float]:
+    """Invokes per second of ``workers`` interpreters in threads, plus one thread's
+    invoke-time percentiles (measured alone first)."""
+    backend = select_backend()
+
+    def make() -> Any:
+        interpreter = backend.interpreter_class(model_path=str(model), num_threads=1)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        info = np.iinfo(detail["dtype"])
+        frame = np.random.default_rng(0).integers(info.min, info.max, detail["shape"],
+                                                  dtype=detail["dtype"])
+        interpreter.set_tensor(detail["index"], frame)
+        for _ in range(5):
+            interpreter.invoke()
+        return interpreter
+
+    single = make()
+    times = []
+    end = time.perf_counter() + min(seconds, 3.0)
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        single.invoke()
+        times.append((time.perf_counter() - t) * 1000)
+    counts = [0] * workers
+    stop = threading.Event()
+
+    def loop(i: int, interpreter: Any) -> None:
+        while not stop.is_set():
+            interpreter.invoke()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i, make())) for i in range(workers)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return {
+        "runtime": backend.describe(),
+        "capacity_per_s": sum(counts) / elapsed,
+        "invoke_ms_p50": float(np.percentile(times, 50)),
+        "invoke_ms_p99": float(np.percentile(times, 99)),
+    }
+
+
+# ---- edged as a separate process ----------------------------------------------------------
+
+def start_edged(work: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    config = {
+        "device_id": "bench",
+        "mqtt": {"host": "127.0.0.1", "port": port, "protocol": "5"},
+        "models": {"m": {"path": str(MODELS.get(args.model, Path(args.model))),
+                         "workers": args.workers, "postprocess": "classification"}},
+        "routes": [{"name": "bench", "subscribe": "bench/+/in", "model": "m",
+                    "input": {"format": "raw"}, "publish": "bench/out/{route}",
+                    "publish_qos": 0, "deadline_ms": args.deadline_ms,
+                    "queue": args.queue, "queue_size": args.queue_size}],
+        "logging": {"format": "json", "level": "warning"},
+        "stats_interval_s": 0,
+    }
+    path = work / "edged.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = (work / "edged.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "edged", "run", "--config", str(path)],
+                            stdout=log, stderr=log, cwd=REPO)
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss(pid: int) -> None:
+    # Without it, the peak counts from edged's start.
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+# ---- the load generator -------------------------------------------------------------------
+
+@dataclass
+class Phase:
+    rate: float
+    sent_at: dict[int, float] = field(default_factory=dict)
+    results: dict[int, float] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Loader:
+    def __init__(self, port: int, payload: bytes) -> None:
+        self.payload = payload
+        self.reply_topic = f"bench/replies/{uuid.uuid4().hex[:8]}"
+        self.phase: Phase | None = None
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-loader",
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.on_message = self._on_reply
+        self.client.connect("127.0.0.1", port)
+        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client.subscribe(self.reply_topic, qos=0)
+        self.client.loop_start()
+        time.sleep(0.3)
+
+    def _on_reply(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        phase = self.phase
+        corr = getattr(msg.properties, "CorrelationData", None)
+        if phase is None or corr is None:
+            return
+        seq = int(corr)
+        if b'"error":' in msg.payload:
+            reason = json.loads(msg.payload)["error"]["reason"]
+            with phase.lock:
+                phase.errors[reason] = phase.errors.get(reason, 0) + 1
+        else:
+            with phase.lock:
+                phase.results[seq] = now
+
+    def run(self, phase: Phase, seconds: float, deadline_ms: float, poisson: bool,
+            progress: bool) -> float:
+        """Send open-loop for ``seconds``; return the achieved send rate."""
+        self.phase = phase
+        rng = np.random.default_rng(1)
+        gap = 1.0 / phase.rate
+        start = time.monotonic()
+        due, seq, next_report = start, 0, start + 1.0
+        while True:
+            now = time.monotonic()
+            if now - start >= seconds:
+                break
+            if due > now:
+                time.sleep(min(due - now, 0.005))
+                continue
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = self.reply_topic
+            props.CorrelationData = str(seq).encode()
+            props.UserProperty = [("deadline", str(int(time.time() * 1000 + deadline_ms)))]
+            with phase.lock:
+                phase.sent_at[seq] = time.monotonic()
+            self.client.publish("bench/cam/in", self.payload, qos=0, properties=props)
+            seq += 1
+            due += rng.exponential(gap) if poisson else gap
+            if progress and now >= next_report:
+                next_report += 1.0
+                print(f"\r  {phase.rate:8.0f}/s: sent {seq:7d} answered "
+                      f"{len(phase.results):7d} t={now - start:4.0f}s", end="", file=sys.stderr)
+        if progress:
+            print(file=sys.stderr)
+        return seq / (time.monotonic() - start)
+
+
+def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
+              capacity: float) -> dict[str, Any]:
+    with phase.lock:
+        rtt = np.array([(phase.results[s] - phase.sent_at[s]) * 1000 for s in phase.results])
+        errors = dict(phase.errors)
+        sent = len(phase.sent_at)
+    on_time = int(np.sum(rtt <= deadline_ms)) if rtt.size else 0
+    late = int(rtt.size - on_time)
+    pct = {f"p{q}": round(float(np.percentile(rtt, q)), 3) if rtt.size else None
+           for q in (50, 90, 99)}
+    return {
+        "offered_per_s": round(phase.rate, 1),
+        "achieved_send_per_s": round(achieved, 1),
+        "sent": sent,
+        "results": int(rtt.size),
+        "on_time": on_time,
+        "late": late,
+        "rejected": errors,
+        "unanswered": sent - int(rtt.size) - sum(errors.values()),
+        "goodput_per_s": round(on_time / seconds, 1),
+        "attainment": round(on_time / sent, 4) if sent else None,
+        "latency_ms": pct,
+        "goodput_of_capacity": round(on_time / seconds / capacity, 4),
+    }
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = (f"{'load':>6} {'offered/s':>10} {'sent/s':>9} {'goodput/s':>10} {'attain':>7} "
+            f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'late':>5} {'rejected':>28} "
+            f"{'cpu %':>6} {'rss MB':>7} {'of cap':>7}")
+    print(head)
+    for r in rows:
+        lat = r["latency_ms"]
+        rejected = ",".join(f"{k}={v}" for k, v in sorted(r["rejected"].items())) or "-"
+        fmt = lambda v: f"{v:8.2f}" if v is not None else "       -"  # noqa: E731
+        print(f"{r['load']:>6} {r['offered_per_s']:>10.0f} {r['achieved_send_per_s']:>9.0f} "
+              f"{r['goodput_per_s']:>10.1f} {r['attainment'] or 0:>7.3f} {fmt(lat['p50'])} "
+              f"{fmt(lat['p90'])} {fmt(lat['p99'])} {r['late']:>5} {rejected:>28} "
+              f"{r['edged_cpu_pct']:>6.0f} {r['edged_peak_rss_mb']:>7.1f} "
+              f"{r['goodput_of_capacity']:>7.3f}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="mobilenet", help="mobilenet | digits | vibration | PATH")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--deadline-ms", type=float, default=100.0)
+    p.add_argument("--loads", type=float, nargs="*", default=[0.5, 1, 2, 4],
+                   help="multiples of the raw capacity")
+    p.add_argument("--rates", type=float, nargs="*", help="absolute rates instead of --loads")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per load level")
+    p.add_argument("--capacity-seconds", type=float, default=5.0)
+    p.add_argument("--poisson", action="store_true")
+    p.add_argument("--queue", default="edf", choices=["fifo", "latest", "edf"])
+    p.add_argument("--queue-size", type=int, default=64)
+    p.add_argument("--soak", type=float, default=0.0,
+                   help="after the table, run this many seconds at the highest load sampling RSS")
+    p.add_argument("--broker", help="HOST:PORT of a broker to use instead of a private one")
+    p.add_argument("--json-out", type=Path, default=REPO / "bench-results" / "bench.json")
+    args = p.parse_args()
+    sys.setswitchinterval(0.0005)  # as edged does: the reply thread must not wait 5 ms
+
+    model = MODELS.get(args.model, Path(args.model))
+    print(f"measuring raw capacity: {args.workers} interpreter(s) of {model.name} ...",
+          file=sys.stderr)
+    cap = raw_capacity(model, args.workers, args.capacity_seconds)
+    print(f"raw capacity {cap['capacity_per_s']:.0f}/s ({cap['runtime']}); one interpreter: "
+          f"invoke p50 {cap['invoke_ms_p50']:.3f} ms, p99 {cap['invoke_ms_p99']:.3f} ms",
+          file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="edged-bench-") as tmp:
+        work = Path(tmp)
+        broker = None
+        if args.broker:
+            port = int(args.broker.rpartition(":")[2])
+        else:
+            broker = Broker(work)
+            broker.start()
+            port = broker.port
+        edged = start_edged(work, port, args)
+        try:
+            return run_phases(args, cap, edged, port, model, work)
+        finally:
+            edged.send_signal(signal.SIGTERM)
+            try:
+                edged.wait(30)
+            except subprocess.TimeoutExpired:
+                edged.kill()
+            if broker is not None:
+                broker.stop()
+
+
+def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subprocess.Popen[bytes],
+               port: int, model: Path, work: Path) -> int:
+    interp = select_backend().interpreter_class(model_path=str(model))
+    detail = interp.get_input_details()[0]
+    payload = np.random.default_rng(0).integers(0, 255, detail["shape"]).astype(
+        detail["dtype"]).tobytes()
+    wait_for_port(port)
+    loader = Loader(port, payload)
+    time.sleep(3.0)  # edged loads and warms up its model
+    if edged.poll() is not None:
+        print((work / "edged.log").read_text(), file=sys.stderr)
+        return 1
+    capacity = cap["capacity_per_s"]
+    levels = [(f"{r:.0f}/s", r) for r in args.rates] if args.rates else [
+        (f"{x:g}x", x * capacity) for x in args.loads]
+    rows = []
+    for label, rate in levels:
+        rows.append(run_level(loader, edged.pid, label, rate, args, capacity))
+    soak = run_soak(loader, edged.pid, levels[-1][1], args) if args.soak else None
+    print(f"\nmodel {model.name}, {args.workers} workers, deadline {args.deadline_ms:g} ms, "
+          f"queue {args.queue}/{args.queue_size}, raw capacity {capacity:.0f}/s, "
+          f"invoke p50 {cap['invoke_ms_p50']:.3f} ms p99 {cap['invoke_ms_p99']:.3f} ms")
+    print_table(rows)
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps({
+        "model": model.name, "workers": args.workers, "deadline_ms": args.deadline_ms,
+        "queue": args.queue, "queue_size": args.queue_size, "poisson": args.poisson,
+        "raw": cap, "levels": rows, "soak": soak,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }, indent=2))
+    print(f"\nJSON written to {args.json_out}")
+    return 0
+
+
+def run_level(loader: Loader, pid: int, label: str, rate: float, args: argparse.Namespace,
+              capacity: float) -> dict[str, Any]:
+    phase = Phase(rate)
+    reset_peak_rss(pid)
+    cpu0, t0 = proc_cpu_s(pid), time.monotonic()
+    achieved = loader.run(phase, args.duration, args.deadline_ms, args.poisson, True)
+    time.sleep(args.deadline_ms / 1000 + 1.0)  # let the last answers come in
+    cpu = (proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+    row = summarise(phase, args.duration, achieved, args.deadline_ms, capacity)
+    row.update(load=label, edged_cpu_pct=round(cpu, 1), edged_peak_rss_mb=proc_rss_mb(pid))
+    return row
+
+
+def run_soak(loader: Loader, pid: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    samples = []
+    phase = Phase(rate)
+    sampler_stop = threading.Event()
+
+    def sample() -> None:
+        while not sampler_stop.wait(10.0):
+            samples.append(round(proc_rss_mb(pid, "VmRSS"), 1))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    loader.run(phase, args.soak, args.deadline_ms, args.poisson, True)
+    sampler_stop.set()
+    return {"seconds": args.soak, "rate": rate, "rss_mb_every_10s": samples}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
