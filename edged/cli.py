@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
-from edged import __version__, logs
+from edged import __version__, devices, logs
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError
 from edged.server import Loaded, Server, load
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--runtime", choices=["ai-edge-litert", "tflite-runtime"], default=None,
             help="use this TFLite runtime instead of the fastest installed one",
         )
+    text = "list the accelerators, delegate libraries and TFLite runtime this box has"
+    sub = commands.add_parser("devices", help=text, description=text)
+    sub.add_argument("-c", "--config", type=Path, default=None,
+                     help="also try the delegate libraries this configuration names")
+    sub.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
@@ -46,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return check(args.config, args.runtime)
+        if args.command == "devices":
+            return list_devices(args.config, args.json)
         return run(args.config, args.runtime)
     except ConfigError as exc:
         print(f"edged: {exc}", file=sys.stderr)
@@ -77,6 +85,19 @@ def check(config: Path, runtime: str | None) -> int:
     return EX_OK
 
 
+def list_devices(config: Path | None, as_json: bool) -> int:
+    libraries: tuple[str, ...] = ()
+    if config is not None:
+        settings = load_settings(config)
+        libraries = tuple(m.library for m in settings.models.values() if m.library)
+    found = devices.scan(libraries=libraries)
+    if as_json:
+        print(json.dumps(found.as_dict(), indent=2))
+    else:
+        print("\n".join(found.lines()))
+    return EX_OK
+
+
 def _print_report(settings: Settings, loaded: Loaded) -> None:
     mqtt = settings.mqtt
     print(f"device   {settings.device_id}")
@@ -91,6 +112,9 @@ def _print_report(settings: Settings, loaded: Loaded) -> None:
         labels = f", {len(model.labels)} labels" if model.labels else ""
         print(f"           {cfg.workers} worker(s), {cfg.num_threads} thread(s) each, "
               f"postprocess {cfg.postprocess}{labels}; warm-up invoke {model.warmup_ms:.2f} ms")
+        print(f"           backend {model.engines.describe()}")
+        for backend, why in model.startup_failures.items():
+            print(f"warning  {name}: {backend} unavailable, starting on the fallback: {why}")
     for route in settings.routes:
         print(f"route    {route.name}: {route.subscribe} -> {route.model} -> {route.publish} "
               f"(input {route.input.format}, deadline {route.deadline_ms} ms)")

@@ -14,6 +14,7 @@ from edged.errors import BadInputError
 
 Array = np.ndarray[Any, Any]
 MAX_JSON_DEPTH = 16
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def decode_raw(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array:
@@ -33,6 +34,11 @@ def decode_raw(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> 
 
 def decode_npy(payload: bytes) -> Array:
     """NumPy's .npy format, never with pickled objects."""
+    if payload[:4] in _ZIP_MAGIC:
+        # np.load would open it as an .npz archive; a broken one raises zipfile.BadZipFile.
+        raise BadInputError("npy payload must hold one array (.npz archives are refused)")
+    if payload.startswith(np.lib.format.MAGIC_PREFIX):
+        _check_npy_header(payload)
     try:
         array = np.load(io.BytesIO(payload), allow_pickle=False)
     except ValueError as exc:
@@ -47,6 +53,33 @@ def decode_npy(payload: bytes) -> Array:
     if array.dtype.kind not in "biuf":
         raise BadInputError(f"npy dtype {array.dtype} is not numeric")
     return array
+
+
+def _check_npy_header(payload: bytes) -> None:
+    """Refuse a header that declares more data than the payload holds before np.load
+    allocates room for all of it: 100 hostile bytes must not cost gigabytes."""
+    stream = io.BytesIO(payload)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"format version {version} is not supported")
+    except Exception as exc:  # NumPy's header parser fails in many ways on hostile input
+        raise BadInputError(f"not a valid .npy payload: {str(exc)[:200]}") from None
+    if dtype.hasobject:
+        raise BadInputError("npy payload holds Python objects, which are refused")
+    if any(d < 0 for d in shape):
+        raise BadInputError(f"not a valid .npy payload: negative dimension in {shape}")
+    declared = math.prod(shape) * dtype.itemsize
+    held = len(payload) - stream.tell()
+    if declared > held:
+        raise BadInputError(
+            f"not a valid .npy payload: its header declares {declared} bytes of data, "
+            f"the payload holds {held}"
+        )
 
 
 def _refuse_constant(name: str) -> float:

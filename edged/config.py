@@ -11,7 +11,7 @@ import difflib
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -69,15 +69,194 @@ class ModelConfig(Section):
     labels: Path | None = Field(None, description="text file with one label per line")
     workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
     num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")
-    postprocess: Literal["classification", "raw"] = "classification"
+    postprocess: Literal["classification", "detection", "anomaly", "raw"] = "classification"
     top_k: int = Field(3, ge=1, le=1000, description="labels reported by classification")
+    threshold: float | None = Field(
+        None, description="classification: classes scoring below it are not reported; when "
+        "none reaches it the label is null"
+    )
+    score_threshold: float = Field(
+        0.5, ge=0, le=1, description="detection: boxes scoring below it are left out"
+    )
+    max_detections: int | None = Field(
+        None, ge=1, le=10_000, description="detection: report at most this many, best first"
+    )
+    anomaly: AnomalyConfig | None = Field(
+        None, description="anomaly: how the score is read and when it is anomalous"
+    )
     queue_size: int = Field(64, ge=1, le=100_000, description="messages waiting for a worker")
+    delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = Field(
+        "auto", description="auto: the Edge TPU for a model compiled for it, else the CPU "
+        "(XNNPACK with num_threads); edgetpu, gpu, external: that delegate library"
+    )
+    device: str = Field(
+        "", max_length=16, description="edgetpu: usb, usb:N, pci, pci:N, or empty for any"
+    )
+    devices: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="edgetpu: one device per worker (e.g. [usb:0, usb:1]); replaces device",
+    )
+    library: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="delegate shared library, a path or a name the loader finds (edgetpu: "
+        "libedgetpu.so.1; gpu: libtensorflowlite_gpu_delegate.so; external: required)",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, max_length=64,
+        description="key/value strings passed to the delegate's create function",
+    )
+    fallback_model: Path | None = Field(
+        None, description="CPU variant of the same model, served when the accelerator is "
+        "missing or fails; default: the same model on the CPU, unless compiled for the TPU",
+    )
+    fallback: bool = Field(
+        True, description="serve from the CPU while the accelerator is missing or failing; "
+        "false: such messages get model_error"
+    )
+    isolation: Literal["thread", "process"] = Field(
+        "thread", description="process: run each accelerator interpreter in a child process "
+        "that edged restarts when it crashes or hangs"
+    )
+    invoke_timeout_ms: int | None = Field(
+        None, gt=0, le=600_000, description="watchdog: an accelerator invoke longer than this "
+        "is a failure (process isolation: the child is killed); off if unset"
+    )
+    retry_min_s: float = Field(
+        5.0, gt=0, le=3600, description="first wait before retrying a failed accelerator"
+    )
+    retry_max_s: float = Field(
+        300.0, gt=0, le=86_400, description="the retry wait doubles up to this"
+    )
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_as_text(cls, value: Any) -> Any:
+        # YAML reads `num_threads: 4` as an integer; delegates take every value as text.
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else
+                    str(v) if isinstance(v, (int, float)) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _delegate_is_consistent(self) -> ModelConfig:
+        from edged.runtime.edgetpu import valid_device  # runtime imports config: import late
+
+        for dev in [self.device, *self.devices]:
+            if not valid_device(dev):
+                raise ValueError(f"device {dev!r}: use usb, usb:N, pci, pci:N or ''")
+        tpu_only = [k for k in ("device", "devices") if getattr(self, k)]
+        if tpu_only and self.delegate not in ("auto", "edgetpu"):
+            raise ValueError(f"{tpu_only[0]} applies to the Edge TPU, not delegate "
+                             f"{self.delegate!r}")
+        if self.device and self.devices:
+            raise ValueError("set device or devices, not both")
+        if self.devices and len(self.devices) != self.workers:
+            raise ValueError(f"devices lists {len(self.devices)} device(s) for "
+                             f"{self.workers} worker(s); set workers: {len(self.devices)}")
+        if self.delegate == "external" and self.library is None:
+            raise ValueError("delegate external needs library: the delegate's .so path")
+        if self.delegate == "cpu" and (self.library or self.options or self.fallback_model):
+            raise ValueError("delegate cpu takes no library, options or fallback_model")
+        if "device" in self.options and (self.device or self.devices):
+            raise ValueError("give the Edge TPU device once: device/devices or options.device")
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s is over retry_max_s")
+        return self
+
+
+IMAGE_FORMATS = ("jpeg", "png", "image")
+_IMAGE_KEYS = ("base64_field", "resize", "mean", "std", "max_pixels", "pad_value")
 
 
 class InputConfig(Section):
-    format: Literal["raw", "npy", "json"] = "raw"
+    format: Literal["raw", "npy", "json", "jpeg", "png", "image"] = Field(
+        "raw", description="image: JPEG or PNG, told apart by their first bytes"
+    )
     field: str = Field("data", description="json: the key holding the array in an object")
     max_payload_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    base64_field: str | None = Field(
+        None, min_length=1, description="jpeg/png/image: the payload is a JSON object "
+        "holding the image as base64 (or a data: URL) under this key"
+    )
+    resize: Literal["stretch", "letterbox", "crop"] = Field(
+        "stretch", description="fit frames to the model: stretch, letterbox (keep the "
+        "aspect, pad), or crop (keep the aspect, cut the centre)"
+    )
+    mean: tuple[float, ...] = Field(
+        (0.0,), min_length=1, max_length=3,
+        description="model input = (pixel/255 - mean) / std; one value or one per channel",
+    )
+    std: tuple[float, ...] = Field((1.0,), min_length=1, max_length=3)
+    max_pixels: int = Field(
+        40_000_000, ge=1, le=1_000_000_000,
+        description="frames declaring more pixels are refused before decoding",
+    )
+    pad_value: int = Field(0, ge=0, le=255, description="letterbox: grey level of the bars")
+
+    @field_validator("std")
+    @classmethod
+    def _std_not_zero(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v <= 0 for v in value):
+            raise ValueError("std values must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _image_keys_need_an_image(self) -> InputConfig:
+        stray = [k for k in _IMAGE_KEYS if k in self.model_fields_set]
+        if stray and self.format not in IMAGE_FORMATS:
+            verb = "applies" if len(stray) == 1 else "apply"
+            raise ValueError(f"{', '.join(stray)} {verb} only to the formats jpeg, png and "
+                             f"image, not {self.format!r}")
+        return self
+
+
+class WindowConfig(Section):
+    size: int = Field(ge=1, le=1_000_000, description="readings in one model input")
+    hop: int | None = Field(
+        None, ge=1, description="readings between windows: size (default) tumbles, less slides"
+    )
+    fields: tuple[str, ...] | None = Field(
+        None, min_length=1, max_length=1024,
+        description="keys taken from each JSON reading, in column order; unset: each "
+        "message holds an array of readings (bare, or under input.field)",
+    )
+    max_gap_ms: float | None = Field(
+        None, gt=0, description="a reading arriving later than this after the previous one "
+        "starts the window afresh; unset: never"
+    )
+    max_topics: int = Field(
+        1000, ge=1, le=1_000_000, description="source topics windowed at once; the one "
+        "heard from least recently is forgotten"
+    )
+
+    @model_validator(mode="after")
+    def _hop_fits(self) -> WindowConfig:
+        if self.hop is not None and self.hop > self.size:
+            raise ValueError(f"hop {self.hop} is over size {self.size}: readings would be lost")
+        return self
+
+
+class AnomalyConfig(Section):
+    source: Literal["output", "class", "reconstruction"] = Field(
+        "output", description="output: the model's single output value; class: the "
+        "probability of `label`; reconstruction: mean squared error of output vs. input"
+    )
+    label: str | None = Field(None, min_length=1, description="class: the label (or index)")
+    threshold: float = Field(description="the score that separates normal from anomalous")
+    direction: Literal["above", "below"] = Field(
+        "above", description="anomalous when the score is above (or below) the threshold"
+    )
+    hysteresis: float = Field(
+        0.0, ge=0, description="back to normal only once the score is this far past the "
+        "threshold on the normal side, so a noisy score does not flap"
+    )
+    max_topics: int = Field(1000, ge=1, le=1_000_000, description="source topics tracked")
+
+    @model_validator(mode="after")
+    def _label_for_class(self) -> AnomalyConfig:
+        if (self.source == "class") != (self.label is not None):
+            raise ValueError("source class needs a label, and only it takes one")
+        return self
 
 
 class RouteConfig(Section):
@@ -87,7 +266,25 @@ class RouteConfig(Section):
     input: InputConfig = InputConfig()
     publish: str = Field("{prefix}/{device_id}/predictions/{route}")
     publish_qos: int = Field(1, ge=0, le=2)
+    queue: Literal["fifo", "latest", "edf"] = Field(
+        "fifo", description="fifo: drop the oldest when full; latest: newest per source topic; "
+        "edf: earliest deadline first"
+    )
+    queue_size: int = Field(32, ge=1, le=100_000, description="messages waiting for a worker")
+    priority: int = Field(0, ge=-100, le=100, description="higher goes first on a shared model")
+    allow_deadline_override: bool = Field(
+        False, description="let a message's own deadline be later than the route's"
+    )
+    on_late: Literal["drop", "publish"] = Field(
+        "drop", description="a result ready after its deadline: drop it, or publish it flagged"
+    )
+    reply_margin_ms: float = Field(
+        1.0, ge=0, le=10_000, description="time kept in hand for the answer to reach the sender"
+    )
     deadline_ms: int = Field(1000, gt=0, le=24 * 3600 * 1000)
+    window: WindowConfig | None = Field(
+        None, description="build each model input from a stream of readings per topic"
+    )
 
     @field_validator("subscribe")
     @classmethod
@@ -98,6 +295,11 @@ class RouteConfig(Section):
     @classmethod
     def _valid_template(cls, value: str) -> str:
         return topics.validate_template(value)
+
+
+class MetricsConfig(Section):
+    port: int | None = Field(None, ge=1, le=65535, description="Prometheus port; off if unset")
+    host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
 
 
 class LoggingConfig(Section):
@@ -119,6 +321,7 @@ class Settings(BaseSettings):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     shutdown_timeout_s: float = Field(10.0, ge=0, le=600)
     stats_interval_s: float = Field(
         30.0, ge=0, le=86400, description="seconds between stats snapshots; 0 turns them off"
@@ -157,9 +360,18 @@ class Settings(BaseSettings):
         def fix(p: Path | None) -> Path | None:
             return None if p is None or p.is_absolute() else (base / p).resolve()
 
+        def fix_library(lib: str | None) -> str | None:
+            # A bare name ("libedgetpu.so.1") is for the dynamic loader to find; only a
+            # relative path with a folder in it is relative to the config file.
+            if lib is None or "/" not in lib or Path(lib).is_absolute():
+                return None
+            return str((base / lib).resolve())
+
         models = {}
         for name, m in self.models.items():
-            update = {k: v for k, v in (("path", fix(m.path)), ("labels", fix(m.labels))) if v}
+            fixed = (("path", fix(m.path)), ("labels", fix(m.labels)),
+                     ("fallback_model", fix(m.fallback_model)), ("library", fix_library(m.library)))
+            update = {k: v for k, v in fixed if v}
             models[name] = m.model_copy(update=update)
         return self.model_copy(update={"models": models})
 
@@ -227,11 +439,16 @@ def _env_name(loc: KeyPath) -> str | None:
 def _suggest(loc: KeyPath) -> str:
     """'did you mean ...' for a mistyped key, from the fields of the section it sits in."""
     section: Any = Settings
+    entry_name_next = False
     for part in loc[:-1]:
         if isinstance(part, int) or section is None:
             continue
+        if entry_name_next:  # the user's name of an entry in a dict, e.g. models.<name>
+            entry_name_next = False
+            continue
         field = section.model_fields.get(str(part)) if hasattr(section, "model_fields") else None
         section = _model_of(field.annotation) if field is not None else None
+        entry_name_next = field is not None and get_origin(field.annotation) is dict
     if section is None or not hasattr(section, "model_fields"):
         return ""
     close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)

@@ -26,8 +26,9 @@ def classification(
     """The top-k classes of the single output, best first, with dequantized scores."""
     scores = dequantize(outputs[0], specs[0]).reshape(-1)
     k = min(top_k, scores.size)
-    best = np.argpartition(-scores, k - 1)[:k]
-    best = best[np.argsort(-scores[best], kind="stable")]
+    # A full stable sort, not argpartition: quantized scores tie often, and ties must go to
+    # the lower index whatever NumPy's partition algorithm picks. Classes number thousands.
+    best = np.argsort(-scores, kind="stable")[:k]
     top = [
         {
             "index": int(i),

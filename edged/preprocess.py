@@ -43,7 +43,12 @@ def to_input_tensor(array: Array, spec: TensorSpec) -> Array:
             raise BadInputError("input holds NaN or infinite values")
         if spec.quantized:
             return quantize(array, spec)
-        return array.astype(spec.dtype)
+        # A finite float64 can still overflow to inf in the model's narrower float.
+        with np.errstate(over="ignore"):
+            cast: Array = array.astype(spec.dtype)
+        if not np.all(np.isfinite(cast)):
+            raise BadInputError(f"input holds values too large for the model's {spec.dtype.name}")
+        return cast
     if array.dtype.kind in "iub" and spec.dtype.kind == "f":
         return array.astype(spec.dtype)
     raise BadInputError(

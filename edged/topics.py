@@ -70,7 +70,8 @@ def render(template: str, values: Mapping[str, str], source_topic: str = "") -> 
 
     ``{topic}`` is the whole source topic with its levels kept but every wildcard made
     harmless; ``{topic[N]}`` is one level (negative N counts from the end, missing levels
-    are ``_``); every other value is squeezed into a single level.
+    are ``_``); ``{prefix}`` keeps its levels too, as the status and errors topics do;
+    every other value is squeezed into a single level.
     """
     levels = source_topic.split("/")
     out: list[str] = []
@@ -78,8 +79,9 @@ def render(template: str, values: Mapping[str, str], source_topic: str = "") -> 
         out.append(literal)
         if name is None:
             continue
-        if name == "topic":
-            out.append("/".join(safe_level(level) for level in levels))
+        if name in ("topic", "prefix"):
+            parts = levels if name == "topic" else values[name].split("/")
+            out.append("/".join(safe_level(level) for level in parts))
             continue
         match = _TOPIC_INDEX.match(name)
         if match:

@@ -43,13 +43,21 @@ def load_yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]
     lines: dict[KeyPath, int] = {}
     duplicates: list[str] = []
     if node is not None:
-        _walk(node, (), lines, duplicates)
+        _walk(node, (), lines, duplicates, set())
     if duplicates:
         raise ConfigError(str(path), duplicates)
     return data, lines
 
 
-def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], dups: list[str]) -> None:
+def _walk(
+    node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], dups: list[str], walked: set[int]
+) -> None:
+    # An alias is the very node its anchor names: walk each node once, or a self-referencing
+    # anchor recurses forever (and nested aliases blow up exponentially). Keys reached only
+    # through an alias then report the alias's line, via line_of's nearest ancestor.
+    if id(node) in walked:
+        return
+    walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -60,12 +68,12 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], dups: list[
                 dups.append(f"{format_path(child)} (line {line}): duplicate key")
             seen.add(key)
             lines[child] = line
-            _walk(value_node, child, lines, dups)
+            _walk(value_node, child, lines, dups, walked)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines, dups)
+            _walk(item, child, lines, dups, walked)
 
 
 def format_path(path: KeyPath) -> str:

@@ -51,6 +51,12 @@ Models written into ``--out``:
     quantized with uint8 input and output from 20 random images in [-1, 1]. It is a
     benchmark load only: its outputs mean nothing.
 
+``shapes_detect_int8.tflite``
+    SSD-style detector of circles, squares and triangles on synthetic 64x64 RGB scenes,
+    uint8 input, ending in the ``TFLite_Detection_PostProcess`` custom op (boxes, classes,
+    scores, count); see ``scripts/detection_model.py``. Also ``shapes.labels`` and
+    ``shapes_holdout.npz``.
+
 ``manifest.json`` and ``README.md``
     Tensor details, float and int8 accuracy on the held-out data, file size and the
     median ``invoke()`` time under ai_edge_litert (one interpreter, one thread, 200
@@ -87,7 +93,7 @@ VIBRATION_CLASSES = ("normal", "imbalance", "misalignment", "bearing_fault")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 BENCH_WARMUP = 20
 BENCH_INVOKES = 200
-MODEL_NAMES = ("digits", "vibration", "mobilenet")
+MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection")
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -223,9 +229,12 @@ def tensor_info(detail: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def float_range(detail: dict[str, Any]) -> list[float]:
-    """The float interval a quantized tensor can represent (inputs beyond it clip)."""
+def float_range(detail: dict[str, Any]) -> Optional[list[float]]:
+    """The float interval a quantized tensor can represent (inputs beyond it clip); None for
+    a float tensor."""
     scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind == "f":
+        return None
     info = np.iinfo(detail["dtype"])
     return [round(scale * (info.min - zero_point), 4), round(scale * (info.max - zero_point), 4)]
 
@@ -538,11 +547,70 @@ def make_mobilenet(out_dir: Path) -> dict[str, Any]:
     )
 
 
+# --------------------------------------------------------------------------- detection
+
+
+def make_detection(out_dir: Path) -> dict[str, Any]:
+    """Train, convert and evaluate the shapes detector (see scripts/detection_model.py)."""
+    import detection_model as dm
+
+    set_seeds()
+    train = dm.shapes_dataset(6000, seed=1)
+    hold = dm.shapes_dataset(200, seed=2)
+    model = dm.build_detector()
+    dm.train_detector(model, train, epochs=40, seed=SEED)
+    calibration = train.images[:300].astype(np.float32) / 255.0
+    float_f1 = dm.f1_score(dm.detect(dm.convert_detector(model, calibration, False),
+                                     hold.images), hold)
+    path = out_dir / "shapes_detect_int8.tflite"
+    path.write_bytes(dm.convert_detector(model, calibration, quantize=True))
+    int8_f1 = dm.f1_score(dm.detect(path.read_bytes(), hold.images), hold)
+    print(f"detection: float {float_f1}  int8 {int8_f1}")
+    evaluation = Evaluation(
+        file="shapes_holdout.npz",
+        input_key="images",
+        label_key="boxes",
+        size=len(hold.images),
+        float_accuracy=float_f1["f1"],
+        int8_accuracy=int8_f1["f1"],
+    )
+    check_accuracy("detection", evaluation)
+    write_labels(out_dir / "shapes.labels", dm.SHAPE_CLASSES)
+    np.savez_compressed(out_dir / evaluation.file, images=hold.images, boxes=hold.boxes,
+                        classes=hold.classes, counts=hold.counts)
+    entry = describe(
+        out_dir,
+        name="detection",
+        file=path.name,
+        labels="shapes.labels",
+        evaluation=evaluation,
+        summary="SSD-style detector of circles, squares and triangles on synthetic 64x64 "
+        "scenes, ending in TFLite_Detection_PostProcess",
+        input_meaning="RGB image, pixel/255",
+    )
+    interpreter = make_interpreter(path)
+    entry["outputs"] = [tensor_info(d) for d in interpreter.get_output_details()]
+    entry["output_summary"] = (
+        "boxes [1, 10, 4], classes [1, 10], scores [1, 10], count [1], float32"
+    )
+    entry["metric"] = "F1"
+    entry["int8_precision_recall"] = [round(int8_f1["precision"], 4),
+                                      round(int8_f1["recall"], 4)]
+    return entry
+
+
 # --------------------------------------------------------------------------- report
 
 
-def _fmt_acc(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+def _fmt_acc(value: Optional[float], entry: Optional[dict[str, Any]] = None) -> str:
+    metric = f"{entry['metric']} " if entry and entry.get("metric") else ""
+    return "n/a" if value is None else f"{metric}{100 * value:.1f} %"
+
+
+def _fmt_output(entry: dict[str, Any]) -> str:
+    if entry.get("output_summary"):
+        return str(entry["output_summary"])
+    return f"{_fmt_tensor(entry['output'])} (softmax)"
 
 
 def _fmt_tensor(info: dict[str, Any]) -> str:
@@ -572,8 +640,8 @@ def render_readme(entries: dict[str, dict[str, Any]]) -> str:
         e = entries[name]
         rows.append(
             f"| `{e['file']}` | {e['summary']} | {_fmt_input(e['input'])} "
-            f"| {e['input_meaning']} | {_fmt_tensor(e['output'])} (softmax) "
-            f"| {_fmt_acc(e['float_accuracy'])} | {_fmt_acc(e['int8_accuracy'])} "
+            f"| {e['input_meaning']} | {_fmt_output(e)} "
+            f"| {_fmt_acc(e['float_accuracy'], e)} | {_fmt_acc(e['int8_accuracy'], e)} "
             f"| {e['holdout_size'] if e['holdout_size'] is not None else 'n/a'} "
             f"| {e['size_bytes'] / 1024:.1f} KiB | {_fmt_time(e['median_invoke_ms'])} |"
         )
@@ -616,8 +684,19 @@ built ({machine}). They drift from run to run; ratios hold.
 - `mobilenet_v2_1.0_224_quant.tflite`: **untrained** MobileNetV2 (random
   initialisation, `weights=None`), full-integer quantized. It is a benchmark load
   only: its outputs mean nothing. No labels, no accuracy.
+- `shapes_detect_int8.tflite`, `shapes.labels` (`circle`, `square`, `triangle`),
+  `shapes_holdout.npz`: an SSD-style detector (`scripts/detection_model.py`), uint8
+  input [1, 64, 64, 3] (the RGB bytes: scale 1/255, zero point 0), ending in the
+  `TFLite_Detection_PostProcess` custom op (emitted by the converter, run by
+  ai-edge-litert and tflite-runtime), so it has the four float outputs of the
+  Coral/TFLite detection models: boxes [1, 10, 4] (ymin, xmin, ymax, xmax in [0, 1] of
+  the frame), classes [1, 10] (0-based, no background), scores [1, 10], count [1]. Its
+  NMS keeps detections scoring 0.3 or more. The accuracy columns are F1 at IoU 0.5 for
+  detections scoring 0.5 or more, on 200 held-out scenes (seed 2; trained on 6,000,
+  seed 1). The npz holds `images` uint8 [200, 64, 64, 3], `boxes` float32 [200, 3, 4],
+  `classes` int64 [200, 3] (-1 where a scene has fewer shapes) and `counts` int64 [200].
 - `manifest.json`: `{{"models": {{"digits": {{...}}, "vibration": {{...}},
-  "mobilenet": {{...}}}}}}`; per model `file`, `labels` (or null), `input` and
+  "mobilenet": {{...}}, "detection": {{...}}}}}}`; per model `file`, `labels` (or null), `input` and
   `output` (`shape`, `dtype`, `scale`, `zero_point`, `float_range`), `holdout`,
   `holdout_input_key`, `holdout_label_key`, `holdout_size`, `float_accuracy`,
   `int8_accuracy` (fractions in [0, 1], null for mobilenet), `size_bytes`,
@@ -682,6 +761,7 @@ BUILDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "digits": make_digits,
     "vibration": make_vibration,
     "mobilenet": make_mobilenet,
+    "detection": make_detection,
 }
 
 

@@ -43,3 +43,14 @@ def daemons() -> Iterator[list[Edged]]:
     for d in started:
         if d.proc is not None and d.proc.poll() is None:
             d.stop()
+
+
+@pytest.fixture(scope="session")
+def delegate_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The C test delegates (tests/delegates/*.c), built once per session with ``cc``."""
+    from tests.support.delegates import build
+
+    try:
+        return build(tmp_path_factory.mktemp("delegates"))
+    except RuntimeError as exc:
+        pytest.skip(str(exc))

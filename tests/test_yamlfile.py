@@ -147,6 +147,8 @@ def test_aliases_are_expanded(tmp_path: Path) -> None:
     data, lines = load_yaml_with_lines(path)
     assert data["models"] == {"a": {"workers": 2}, "c": {"workers": 2}}
     assert lines[("models", "c")] == 4
+    # Keys inside an alias point at the alias, where the reader looks.
+    assert line_of(("models", "c", "workers"), lines) == 4
 
 
 def test_recursive_alias_does_not_crash_the_loader(tmp_path: Path) -> None:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from edged.config import ModelConfig
 from edged.errors import ModelLoadError
 from edged.runtime.backend import Backend
+from edged.runtime.delegates import DelegateError, EngineSpec, Plan, plan_for
+from edged.runtime.engine import Engine, EngineFailure, check_compatible, new_interpreter
+from edged.runtime.isolation import start_engine
+from edged.runtime.tensors import TensorSpec
+
+__all__ = ["LoadedModel", "TensorSpec", "load_model", "make_engine"]
+log = structlog.get_logger("edged.runtime")
 
 TFLITE_MAGIC = b"TFL3"
 # tflite-runtime 2.14 does not verify the flatbuffer: a truncated or corrupt file crashes
@@ -27,45 +37,8 @@ _PROBE = (
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """What a model says about one of its input or output tensors."""
-
-    name: str
-    index: int
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    scale: float
-    zero_point: int
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale != 0.0
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
-    def describe(self) -> str:
-        shape = "x".join(str(d) for d in self.shape)
-        quant = f" scale={self.scale:.6g} zero_point={self.zero_point}" if self.quantized else ""
-        return f"{self.name} {self.dtype.name}[{shape}]{quant}"
-
-    @classmethod
-    def from_detail(cls, detail: dict[str, Any]) -> TensorSpec:
-        scale, zero_point = detail.get("quantization", (0.0, 0))
-        return cls(
-            name=str(detail["name"]),
-            index=int(detail["index"]),
-            shape=tuple(int(d) for d in detail["shape"]),
-            dtype=np.dtype(detail["dtype"]),
-            scale=float(scale),
-            zero_point=int(zero_point),
-        )
-
-
-@dataclass(frozen=True)
 class LoadedModel:
-    """A model that loaded, ran once, and is ready for worker interpreters."""
+    """A model that loaded, ran once, and is ready for worker sessions."""
 
     name: str
     config: ModelConfig
@@ -74,34 +47,149 @@ class LoadedModel:
     outputs: tuple[TensorSpec, ...]
     labels: tuple[str, ...]
     warmup_ms: float
+    plan: Plan | None = None
+    """Which engines workers use; None means the CPU, as ``plan_for`` would decide."""
+    startup_failures: dict[str, str] = field(default_factory=dict)
+    """Accelerators (by engine name) that failed at load: their workers start on the
+    fallback and retry in the background instead of failing again first."""
+    _workers: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.plan is None:  # built by hand (tests): the CPU, no fallback
+            spec = EngineSpec(self.config.path, self.config.num_threads)
+            object.__setattr__(self, "plan", Plan((spec,), None, False))
+
+    @property
+    def engines(self) -> Plan:
+        assert self.plan is not None  # set in __post_init__
+        return self.plan
+
+    def next_worker(self) -> int:
+        """Worker numbers in creation order: they deal out ``devices`` round-robin."""
+        return next(self._workers)
 
     def new_interpreter(self) -> Any:
-        """A fresh interpreter with its tensors allocated, for one worker thread."""
-        return _interpreter(self.backend, self.config)
+        """A fresh CPU interpreter of the model (its fallback model, if it has one)."""
+        spec = self.engines.fallback or self.engines.primaries[0]
+        return _interpreter(self.backend, replace(spec, delegate=None))
+
+
+def make_engine(model: LoadedModel, spec: EngineSpec) -> Engine:
+    """Start ``spec`` for ``model``; raise ModelLoadError unless its tensors match."""
+    engine = start_engine(model.backend, spec, model.config.invoke_timeout_ms)
+    try:
+        check_compatible(engine, model.input, model.outputs)
+    except ValueError as exc:
+        engine.close()
+        raise ModelLoadError(f"model {model.name!r}: {spec.model_path} on {spec.name}: "
+                             f"{exc}") from exc
+    return engine
 
 
 def load_model(name: str, config: ModelConfig, backend: Backend) -> LoadedModel:
-    """Load, inspect and warm up ``config.path``. Raises ModelLoadError saying what is wrong."""
+    """Load, inspect and warm up the model and its fallback, trying its accelerator(s).
+
+    Raises ModelLoadError (DelegateError for an accelerator with no fallback) saying what
+    is wrong and what to check.
+    """
     _check_file(name, config.path)
+    if config.fallback_model is not None:
+        _check_file(name, config.fallback_model)
+    plan = plan_for(name, config)
     if backend.name in UNVERIFIED_RUNTIMES:
-        _probe_in_child(name, config.path, backend)
-    interpreter = _interpreter(backend, config)
-    inputs = [TensorSpec.from_detail(d) for d in interpreter.get_input_details()]
-    outputs = tuple(TensorSpec.from_detail(d) for d in interpreter.get_output_details())
-    if len(inputs) != 1:
-        raise ModelLoadError(
-            f"model {name!r} ({config.path}) has {len(inputs)} inputs; edged feeds one input"
-        )
+        for path in _cpu_paths(plan):
+            _probe_in_child(name, path, backend)
     labels = _read_labels(name, config.labels)
-    if config.postprocess == "classification":
-        _check_classifier(name, outputs, labels)
+    primary, warmup_ms, failures = _open_primaries(name, plan, backend, config)
+    fallback = _open(name, backend, plan.fallback, None) if plan.fallback else None
+    try:
+        reference = primary or fallback
+        if reference is None:
+            raise DelegateError(_no_engine(name, plan, failures))
+        if primary is None:
+            warmup_ms = _warm_up(name, reference)
+        elif fallback is not None:
+            _check_fallback(name, fallback, primary)
+        if config.postprocess == "classification":
+            _check_classifier(name, reference.outputs, labels)
+        spec_in, spec_out = reference.input, reference.outputs
+    finally:
+        for engine in (primary, fallback):
+            if engine is not None:
+                engine.close()
+    for backend_name, why in failures.items():
+        log.warning("accelerator unavailable at start; serving from the fallback",
+                    model=name, backend=backend_name, reason=why)
+    return LoadedModel(name, config, backend, spec_in, spec_out, labels, warmup_ms, plan,
+                       failures)
+
+
+def _open(name: str, backend: Backend, spec: EngineSpec, timeout_ms: int | None) -> Engine:
+    try:
+        return start_engine(backend, spec, timeout_ms)
+    except ModelLoadError as exc:
+        role = "fallback model" if spec.role == "fallback" else "model"
+        raise type(exc)(f"{role} {name!r}: {exc}") from exc
+
+
+def _open_primaries(name: str, plan: Plan, backend: Backend,
+                    config: ModelConfig) -> tuple[Engine | None, float, dict[str, str]]:
+    """Start every distinct primary once. An accelerator that fails is noted, not fatal."""
+    failures: dict[str, str] = {}
+    kept: Engine | None = None
+    warmup_ms = 0.0
+    for spec in {s.name: s for s in plan.primaries}.values():
+        try:
+            engine = _open(name, backend, spec, config.invoke_timeout_ms)
+            ms = _warm_up(name, engine)
+        except DelegateError as exc:
+            failures[spec.name] = str(exc)
+            continue
+        except ModelLoadError as exc:
+            if not spec.accelerated:
+                raise
+            failures[spec.name] = str(exc)
+            continue
+        if kept is None:
+            kept, warmup_ms = engine, ms
+        else:
+            engine.close()
+    return kept, warmup_ms, failures
+
+
+def _warm_up(name: str, engine: Engine) -> float:
     started = time.perf_counter()
     try:
-        interpreter.invoke()
-    except (RuntimeError, ValueError) as exc:
-        raise ModelLoadError(f"model {name!r} ({config.path}) fails to run: {exc}") from exc
-    warmup_ms = (time.perf_counter() - started) * 1000
-    return LoadedModel(name, config, backend, inputs[0], outputs, labels, warmup_ms)
+        engine.run(np.zeros(engine.input.shape, engine.input.dtype))
+    except EngineFailure as exc:
+        engine.close()
+        raise ModelLoadError(f"model {name!r} fails to run on {engine.name}: {exc}") from exc
+    return (time.perf_counter() - started) * 1000
+
+
+def _check_fallback(name: str, fallback: Engine, primary: Engine) -> None:
+    try:
+        check_compatible(fallback, primary.input, primary.outputs)
+    except ValueError as exc:
+        raise ModelLoadError(f"model {name!r}: the fallback cannot stand in for "
+                             f"{primary.name}: {exc}") from exc
+
+
+def _no_engine(name: str, plan: Plan, failures: dict[str, str]) -> str:
+    why = "; ".join(failures.values()) or "no accelerator could be used"
+    if plan.compiled_for_edgetpu:
+        return (f"model {name!r}: {plan.primaries[0].model_path} is compiled for the Edge TPU "
+                f"and cannot run without one. {why}. To serve from the CPU meanwhile, set "
+                "fallback_model to the model as it was before edgetpu_compiler")
+    return f"model {name!r}: {why} (and fallback is off)"
+
+
+def _cpu_paths(plan: Plan) -> list[Path]:
+    """Model files the CPU can open by themselves (a TPU-compiled file cannot)."""
+    paths = [] if plan.compiled_for_edgetpu else [plan.primaries[0].model_path]
+    if plan.fallback is not None:
+        paths.append(plan.fallback.model_path)
+    return list(dict.fromkeys(paths))
 
 
 def _check_file(name: str, path: Path) -> None:
@@ -136,17 +224,13 @@ def _probe_in_child(name: str, path: Path, backend: Backend) -> None:
         )
 
 
-def _interpreter(backend: Backend, config: ModelConfig) -> Any:
+def _interpreter(backend: Backend, spec: EngineSpec) -> Any:
     try:
-        interpreter = backend.interpreter_class(
-            model_path=str(config.path), num_threads=config.num_threads
-        )
-        interpreter.allocate_tensors()
+        return new_interpreter(backend, spec)
     except (RuntimeError, ValueError) as exc:
         raise ModelLoadError(
-            f"{backend.describe()} cannot load {config.path}: {str(exc).strip()}"
+            f"{backend.describe()} cannot load {spec.model_path}: {str(exc).strip()}"
         ) from exc
-    return interpreter
 
 
 def _read_labels(name: str, path: Path | None) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ class Received:
     payload: bytes
     retain: bool
     correlation_data: bytes | None
+    arrived_wall: float = 0.0
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -48,7 +49,9 @@ class Probe:
         props = getattr(msg, "properties", None)
         corr = getattr(props, "CorrelationData", None) if props is not None else None
         with self._cond:
-            self._messages.append(Received(msg.topic, msg.payload, bool(msg.retain), corr))
+            self._messages.append(
+                Received(msg.topic, msg.payload, bool(msg.retain), corr, time.time())
+            )
             self._cond.notify_all()
 
     def subscribe(self, *filters: str) -> None:

@@ -1,0 +1,106 @@
+"""edged.results: the JSON payloads of results and errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from edged.results import Identity, Timings, error_payload, iso_utc, result_payload
+
+IDENTITY = Identity(
+    route="cam",
+    model="digits",
+    device_id="box-1",
+    topic="sensors/cam-7/frame",
+    received_wall=1_795_546_550.123456,  # 2026-11-24T18:55:50.123456Z
+)
+TIMINGS = Timings(queue=1.23456, preprocess=0.5, invoke=12.0, postprocess=0.0004, total=14.1)
+
+
+def test_result_payload() -> None:
+    body = json.loads(result_payload(IDENTITY, {"label": "7", "score": 0.9}, TIMINGS, 2000))
+    assert body == {
+        "route": "cam",
+        "model": "digits",
+        "device_id": "box-1",
+        "topic": "sensors/cam-7/frame",
+        "received_at": "2026-11-24T18:55:50.123Z",
+        "deadline_ms": 2000,
+        "timings_ms": {
+            "queue": 1.235,
+            "preprocess": 0.5,
+            "invoke": 12.0,
+            "postprocess": 0.0,
+            "total": 14.1,
+        },
+        "result": {"label": "7", "score": 0.9},
+    }
+    assert "error" not in body
+    assert "late" not in body
+
+
+def test_result_payload_is_compact_utf8_json() -> None:
+    payload = result_payload(IDENTITY, {"label": "été"}, Timings(), 1.5)
+    assert isinstance(payload, bytes)
+    assert b", " not in payload and b": " not in payload
+    assert json.loads(payload.decode("utf-8"))["result"]["label"] == "été"
+
+
+def test_late_result_is_marked() -> None:
+    body = json.loads(result_payload(IDENTITY, {}, TIMINGS, 100.0, late=True))
+    assert body["late"] is True
+    assert body["deadline_ms"] == 100.0
+
+
+def test_error_payload() -> None:
+    body = json.loads(error_payload(IDENTITY, "bad_input", "raw payload is 3 bytes"))
+    assert body == {
+        "route": "cam",
+        "model": "digits",
+        "device_id": "box-1",
+        "topic": "sensors/cam-7/frame",
+        "received_at": "2026-11-24T18:55:50.123Z",
+        "error": {"reason": "bad_input", "message": "raw payload is 3 bytes"},
+    }
+
+
+def test_error_payload_with_deadline_and_timings() -> None:
+    body = json.loads(error_payload(IDENTITY, "deadline", "too late", 250.12345, TIMINGS))
+    assert body["deadline_ms"] == 250.123
+    assert body["timings_ms"]["total"] == 14.1
+    assert body["error"]["reason"] == "deadline"
+    assert "result" not in body
+
+
+@pytest.mark.parametrize(
+    ("wall", "text"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1_795_546_550.9999, "2026-11-24T18:55:50.999Z"),  # truncated, not rounded up
+        (1_700_000_000.5, "2023-11-14T22:13:20.500Z"),
+    ],
+)
+def test_iso_utc(wall: float, text: str) -> None:
+    assert iso_utc(wall) == text
+
+
+def test_received_at_is_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert iso_utc(0.0) == "1970-01-01T00:00:00.000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_in_a_result_raises_instead_of_writing_invalid_json(bad: float) -> None:
+    with pytest.raises(ValueError, match="JSON compliant"):
+        result_payload(IDENTITY, {"score": bad}, TIMINGS, 100.0)
+    with pytest.raises(ValueError, match="JSON compliant"):
+        result_payload(IDENTITY, {}, Timings(invoke=bad), 100.0)
