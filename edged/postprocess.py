@@ -1,13 +1,22 @@
-"""Output tensors -> results people can use (pure functions)."""
+"""Output tensors -> results people can use (pure functions, and one small class that
+remembers each topic's anomaly state)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from edged.errors import ModelExecutionError
+from edged.image import Geometry
 from edged.runtime.model import TensorSpec
+
+if TYPE_CHECKING:
+    from edged.config import AnomalyConfig, ModelConfig
 
 Array = np.ndarray[Any, Any]
 Result = dict[str, Any]
@@ -21,9 +30,17 @@ def dequantize(values: Array, spec: TensorSpec) -> Array:
 
 
 def classification(
-    outputs: Sequence[Array], specs: Sequence[TensorSpec], labels: Sequence[str], top_k: int
+    outputs: Sequence[Array],
+    specs: Sequence[TensorSpec],
+    labels: Sequence[str],
+    top_k: int,
+    threshold: float | None = None,
 ) -> Result:
-    """The top-k classes of the single output, best first, with dequantized scores."""
+    """The top-k classes of the single output, best first, with dequantized scores.
+
+    With ``threshold``, classes scoring below it are left out; when none reaches it the
+    result is ``{"label": None, "score": None, "top_k": []}``: nothing to report.
+    """
     scores = dequantize(outputs[0], specs[0]).reshape(-1)
     k = min(top_k, scores.size)
     # A full stable sort, not argpartition: quantized scores tie often, and ties must go to
@@ -36,7 +53,10 @@ def classification(
             "score": round(float(scores[i]), 6),
         }
         for i in best
+        if threshold is None or scores[i] >= threshold
     ]
+    if not top:
+        return {"label": None, "score": None, "top_k": []}
     return {"label": top[0]["label"], "score": top[0]["score"], "top_k": top}
 
 
@@ -56,12 +76,3 @@ def raw(outputs: Sequence[Array], specs: Sequence[TensorSpec]) -> Result:
     }
 
 
-def postprocessor_for(
-    kind: str, specs: Sequence[TensorSpec], labels: Sequence[str], top_k: int
-) -> Callable[[Sequence[Array]], Result]:
-    """The post-processing function a model is configured with."""
-    if kind == "classification":
-        return lambda outputs: classification(outputs, specs, labels, top_k)
-    if kind == "raw":
-        return lambda outputs: raw(outputs, specs)
-    raise ValueError(f"unknown postprocess {kind!r}")

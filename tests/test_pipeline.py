@@ -1,0 +1,192 @@
+"""Admission, pickup and late-result handling, driven with a fake clock and the real
+digits model (no broker: what would be published is collected in a list)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edged.config import ModelConfig, RouteConfig
+from edged.pipeline import Job, Pipeline, Route
+from edged.responder import Responder
+from edged.runtime import LoadedModel, load_model, select_backend
+from edged.stats import Stats
+from edged.types import Inbound, Outbound
+from tests.support.daemon import MODELS
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0, step: float = 0.0) -> None:
+        self.now, self.step = start, step
+
+    def __call__(self) -> float:
+        value = self.now
+        self.now += self.step
+        return value
+
+
+@pytest.fixture(scope="module")
+def digits() -> LoadedModel:
+    config = ModelConfig(path=MODELS / "digits_int8.tflite", labels=MODELS / "digits.labels",
+                         workers=1)
+    return load_model("digits", config, select_backend())
+
+
+@pytest.fixture
+def published() -> list[Outbound]:
+    return []
+
+
+def make(digits: LoadedModel, published: list[Outbound], clock: FakeClock,
+         **route: Any) -> tuple[Pipeline, Stats]:
+    values: dict[str, Any] = {"name": "cam", "subscribe": "cam/+", "model": "digits",
+                              "deadline_ms": 100}
+    values.update(route)
+    stats = Stats()
+    stats.add_route("cam", "digits")
+    responder = Responder(published.append, "box", "edged", stats)
+    pipeline = Pipeline([Route.bind(RouteConfig(**values), digits)], responder, stats, clock)
+    return pipeline, stats
+
+
+def frame(clock: FakeClock, topic: str = "cam/1", **kw: Any) -> Inbound:
+    image = np.load(MODELS / "digits_holdout.npz")["images"][0]
+    payload = np.rint(image * 255).astype(np.uint8).tobytes()
+    return Inbound(topic, payload, 1, received_wall=1.7e9, received_mono=clock.now,
+                   response_topic="reply/me", correlation_data=b"c1", **kw)
+
+
+def bodies(published: list[Outbound], topic: str) -> list[dict[str, Any]]:
+    return [json.loads(m.payload) for m in published if m.topic == topic]
+
+
+def queued(pipeline: Pipeline) -> Iterator[Job]:
+    return iter(pipeline.models["digits"].scheduler.drain())
+
+
+def test_a_message_that_expired_before_arrival_is_refused(digits: LoadedModel,
+                                                          published: list[Outbound]) -> None:
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock)
+    message = frame(clock, user_properties=(("deadline", str(1.7e9 * 1000 - 5)),))
+    pipeline.submit(message)
+    (reply,) = bodies(published, "reply/me")
+    assert reply["error"]["reason"] == "expired"
+    assert len(pipeline.models["digits"].scheduler) == 0
+    assert stats.snapshot()["routes"]["cam"]["failed"] == {"expired": 1}
+
+
+def test_admission_refuses_what_cannot_finish_in_time(digits: LoadedModel,
+                                                      published: list[Outbound]) -> None:
+    clock = FakeClock()
+    pipeline, _ = make(digits, published, clock)
+    estimate = pipeline.models["digits"].estimate
+    for _ in range(20):
+        estimate.add(0.030)  # 30 ms a message
+    for _ in range(2):  # 2 x 30 ms queued + 30 ms of its own fit in 100 ms ...
+        pipeline.submit(frame(clock))
+    assert bodies(published, "reply/me") == []
+    pipeline.submit(frame(clock))  # ... a third would end at 90 ms + 1 ms margin: fits
+    pipeline.submit(frame(clock))  # a fourth at 120 ms does not
+    (reply,) = bodies(published, "reply/me")
+    assert reply["error"]["reason"] == "deadline"
+    assert "3 queued ahead" in reply["error"]["message"]
+    assert len(pipeline.models["digits"].scheduler) == 3
+
+
+def test_a_worker_does_not_start_expired_work(digits: LoadedModel,
+                                              published: list[Outbound]) -> None:
+    clock = FakeClock()
+    pipeline, _ = make(digits, published, clock)
+    pipeline.submit(frame(clock))
+    (job,) = queued(pipeline)
+    worker = pipeline.models["digits"].workers[0]
+    clock.now += 0.150  # the frame waited 150 ms for a worker
+    worker._run(job)
+    (reply,) = bodies(published, "reply/me")
+    assert reply["error"]["reason"] == "expired"
+    assert reply["timings_ms"]["queue"] == pytest.approx(150.0)
+    assert worker.invokes == 0
+
+
+def test_a_worker_does_not_start_what_the_estimate_says_would_be_late(
+    digits: LoadedModel, published: list[Outbound]
+) -> None:
+    clock = FakeClock()
+    pipeline, _ = make(digits, published, clock)
+    pipeline.submit(frame(clock))
+    (job,) = queued(pipeline)
+    for _ in range(20):
+        pipeline.models["digits"].estimate.add(0.040)
+    clock.now += 0.070  # 70 ms in, a 40 ms run would end at 110 ms
+    pipeline.models["digits"].workers[0]._run(job)
+    (reply,) = bodies(published, "reply/me")
+    assert reply["error"]["reason"] == "deadline"
+    assert "not run" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("on_late", ["drop", "publish"])
+def test_a_late_result_is_suppressed_or_flagged(digits: LoadedModel, published: list[Outbound],
+                                                on_late: str) -> None:
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock, on_late=on_late)
+    pipeline.submit(frame(clock))
+    (job,) = queued(pipeline)
+    clock.step = 0.040  # every clock reading in the worker is 40 ms after the last
+    pipeline.models["digits"].workers[0]._run(job)
+    results = bodies(published, "edged/box/predictions/cam")
+    (reply,) = bodies(published, "reply/me")
+    routes = stats.snapshot()["routes"]["cam"]
+    if on_late == "drop":
+        assert results == []
+        assert reply["error"]["reason"] == "deadline"
+        assert routes["failed"] == {"deadline": 1}
+    else:
+        assert results[0]["late"] is True and reply["late"] is True
+        assert "label" in results[0]["result"]
+        assert routes["late"] == 1 and routes["succeeded"] == 0
+
+
+def test_an_on_time_result_goes_to_the_route_and_the_response_topic(
+    digits: LoadedModel, published: list[Outbound]
+) -> None:
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock)
+    pipeline.submit(frame(clock))
+    (job,) = queued(pipeline)
+    pipeline.models["digits"].workers[0]._run(job)
+    (result,) = bodies(published, "edged/box/predictions/cam")
+    reply_msg = next(m for m in published if m.topic == "reply/me")
+    assert reply_msg.correlation_data == b"c1"
+    assert "late" not in result
+    labels = np.load(MODELS / "digits_holdout.npz")["labels"]
+    assert result["result"]["label"] == str(labels[0])
+    assert stats.snapshot()["routes"]["cam"]["succeeded"] == 1
+
+
+def test_a_full_fifo_queue_drops_the_oldest_and_says_so(digits: LoadedModel,
+                                                        published: list[Outbound]) -> None:
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock, queue_size=2, deadline_ms=10_000)
+    payload = frame(clock).payload
+    for i in range(3):
+        pipeline.submit(Inbound("cam/1", payload, 1, 1.7e9, clock.now, "reply/me",
+                                str(i).encode()))
+    replies = [m for m in published if m.topic == "reply/me"]
+    assert [m.correlation_data for m in replies] == [b"0"]
+    assert json.loads(replies[0].payload)["error"]["reason"] == "queue_full"
+    assert stats.snapshot()["routes"]["cam"]["queue_depth"] == 2
+
+
+def test_a_malformed_user_deadline_is_bad_input(digits: LoadedModel,
+                                                published: list[Outbound]) -> None:
+    clock = FakeClock()
+    pipeline, _ = make(digits, published, clock)
+    pipeline.submit(frame(clock, user_properties=(("deadline_ms", "soon"),)))
+    (reply,) = bodies(published, "reply/me")
+    assert reply["error"]["reason"] == "bad_input"
+    assert "deadline_ms" in reply["error"]["message"]
