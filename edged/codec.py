@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edged import image
 from edged.errors import BadInputError
 
 Array = np.ndarray[Any, Any]
@@ -126,13 +127,44 @@ def _check_numbers(value: list[Any], depth: int) -> None:
 
 
 def decoder_for(
-    fmt: str, shape: tuple[int, ...], dtype: np.dtype[Any], field: str
+    fmt: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    field: str,
+    *,
+    image_options: image.ImageOptions | None = None,
+    base64_field: str | None = None,
 ) -> Callable[[bytes], Array]:
-    """The decode function of one route's input format."""
+    """The decode function of one route's input format.
+
+    Image formats (jpeg, png, image) give a float [H, W, C] already fitted to the model's
+    input ``shape``; ``image_options`` defaults to a plain stretch to [0, 1]. Raises
+    ValueError for an unknown format or an input that is not an image.
+    """
     if fmt == "raw":
         return lambda payload: decode_raw(payload, shape, dtype)
     if fmt == "npy":
         return decode_npy
     if fmt == "json":
         return lambda payload: decode_json(payload, field)
+    if fmt in image.IMAGE_FORMATS:
+        options = image_options or image.ImageOptions.for_input(shape)
+        frames = frame_decoder_for(fmt, options, base64_field)
+        return lambda payload: frames(payload).array
     raise ValueError(f"unknown input format {fmt!r}")
+
+
+def frame_decoder_for(
+    fmt: str, options: image.ImageOptions, base64_field: str | None = None
+) -> Callable[[bytes], image.DecodedImage]:
+    """Like :func:`decoder_for` for image formats, keeping how the frame was fitted into
+    the input (detection needs it to map boxes back onto the frame)."""
+    if fmt not in image.IMAGE_FORMATS:
+        raise ValueError(f"{fmt!r} is not an image format")
+    kind: image.ImageFormat = "jpeg" if fmt == "jpeg" else "png" if fmt == "png" else "image"
+    if base64_field is None:
+        return lambda payload: image.decode_frame(payload, kind, options)
+    field = base64_field
+    return lambda payload: image.decode_frame(
+        image.from_base64_json(payload, field), kind, options
+    )

@@ -13,7 +13,15 @@ import socket
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edged import topics
@@ -46,8 +54,21 @@ class MqttConfig(Section):
     tls: TlsConfig | None = None
     topic_prefix: str = Field("edged", description="status, stats and errors live under it")
     subscribe_qos: int = Field(1, ge=0, le=2)
-    reconnect_min_s: float = Field(0.5, gt=0, le=60)
-    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="first reconnect wait")
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=3600, description="the reconnect wait doubles (with jitter) up to this"
+    )
+    session_expiry_s: int = Field(
+        3600, ge=0, le=4_294_967_295, description="how long the broker keeps edged's "
+        "subscriptions and queued QoS 1 input while edged is away; 0: a clean session"
+    )
+    password: SecretStr | None = Field(
+        None, description="discouraged: prefer password_file or the systemd credential"
+    )
+    password_credential: str = Field(
+        "mqtt-password", pattern=r"^[A-Za-z0-9_.@-]{1,255}$", description="the systemd "
+        "credential (LoadCredential=) read from $CREDENTIALS_DIRECTORY when it exists"
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -62,6 +83,14 @@ class MqttConfig(Section):
         if "{" in value:
             raise ValueError("the topic prefix cannot contain placeholders")
         return value.strip("/")
+
+    @model_validator(mode="after")
+    def _backoff_is_ordered(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s is over reconnect_max_s")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
 
 
 class ModelConfig(Section):
@@ -302,6 +331,33 @@ class MetricsConfig(Section):
     host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
 
 
+class OutboxConfig(Section):
+    memory_limit: int = Field(
+        10_000, ge=1, le=10_000_000, description="results held in memory while the broker "
+        "is unreachable; beyond it the oldest are dropped and counted"
+    )
+    memory_limit_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="the same, in bytes")
+    spool_path: Path | None = Field(
+        None, description="SQLite file (WAL) that keeps undelivered results across restarts, "
+        "e.g. /var/lib/edged/outbox.sqlite; unset: memory only"
+    )
+    spool_limit: int = Field(
+        1_000_000, ge=1, le=100_000_000, description="results kept in the spool; beyond it "
+        "the oldest are dropped and counted"
+    )
+    flush_timeout_s: float = Field(
+        5.0, ge=0, le=600, description="on shutdown, time to deliver what is waiting before "
+        "it is left in the spool (or dropped, without one)"
+    )
+
+    @field_validator("spool_path")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("spool_path must be an absolute path")
+        return value
+
+
 class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = Field(
@@ -326,6 +382,7 @@ class Settings(BaseSettings):
     stats_interval_s: float = Field(
         30.0, ge=0, le=86400, description="seconds between stats snapshots; 0 turns them off"
     )
+    outbox: OutboxConfig = OutboxConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -36,6 +36,12 @@ class ServiceTimeEstimate:
                 rank = max(0, math.ceil(self._quantile * len(ordered)) - 1)
                 self._value = ordered[rank]
 
+    def reset(self) -> None:
+        """Forget the samples (keeping the current value until new ones arrive)."""
+        with self._lock:
+            self._samples.clear()
+            self._since_refresh = 0
+
     @property
     def seconds(self) -> float:
         with self._lock:

@@ -14,6 +14,7 @@ import base64
 import binascii
 import io
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,10 +22,12 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from edged.config import InputConfig
 from edged.errors import BadInputError
 
 Array = np.ndarray[Any, Any]
 ImageFormat = Literal["jpeg", "png", "image"]
+IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "png", "image")
 ResizeMode = Literal["stretch", "letterbox", "crop"]
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,6 +55,21 @@ class ImageOptions:
                 raise ValueError(f"{name} needs 1 or {self.channels} values, got {len(values)}")
         if any(s == 0 for s in self.std):
             raise ValueError("std values must not be 0")
+
+    @classmethod
+    def for_input(cls, shape: tuple[int, ...], **settings: Any) -> ImageOptions:
+        """Options for a model input of ``shape`` (see :func:`input_layout`); ``settings``
+        are the other fields, e.g. from a route's ``input`` section."""
+        height, width, channels = input_layout(shape)
+        return cls(height, width, channels, **settings)
+
+    @classmethod
+    def from_config(cls, config: InputConfig, shape: tuple[int, ...]) -> ImageOptions:
+        """Options from a route's ``input`` section for a model input of ``shape``."""
+        return cls.for_input(
+            shape, resize=config.resize, mean=config.mean, std=config.std,
+            max_pixels=config.max_pixels, pad_value=config.pad_value,
+        )
 
 
 @dataclass(frozen=True)
@@ -132,10 +150,9 @@ def decode_frame(payload: bytes, fmt: ImageFormat, options: ImageOptions) -> Dec
         raise BadInputError(f"payload is not a JPEG or PNG image (starts {payload[:8]!r})")
     if fmt != "image" and kind != fmt:
         raise BadInputError(f"payload is a {kind.upper()} image; this route takes {fmt.upper()}")
-    pixels = _decode_jpeg(payload, options) if kind == "jpeg" else None
-    if pixels is None:
-        pixels = _decode_pillow(payload, options)
-    fitted, geometry = fit(pixels, options)
+    decoded = _decode_jpeg(payload, options) if kind == "jpeg" else None
+    pixels, frame_size = decoded if decoded is not None else _decode_pillow(payload, options)
+    fitted, geometry = fit(pixels, options, frame_size)
     return DecodedImage(normalise(fitted, options), geometry)
 
 
@@ -151,8 +168,9 @@ def _check_pixels(height: int, width: int, options: ImageOptions) -> None:
         )
 
 
-def _decode_jpeg(payload: bytes, options: ImageOptions) -> Array | None:
-    """simplejpeg's decode, or None when it cannot handle this JPEG (Pillow tries next)."""
+def _decode_jpeg(payload: bytes, options: ImageOptions) -> tuple[Array, tuple[int, int]] | None:
+    """simplejpeg's decode and the frame's (height, width), or None when it cannot handle
+    this JPEG (Pillow tries next)."""
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(payload)
     except ValueError:
@@ -168,14 +186,20 @@ def _decode_jpeg(payload: bytes, options: ImageOptions) -> Array | None:
         )
     except ValueError:
         return None
-    return np.asarray(pixels).reshape(pixels.shape[0], pixels.shape[1], options.channels)
+    shape = (pixels.shape[0], pixels.shape[1], options.channels)
+    return np.asarray(pixels).reshape(shape), (height, width)
 
 
-def _decode_pillow(payload: bytes, options: ImageOptions) -> Array:
+def _decode_pillow(payload: bytes, options: ImageOptions) -> tuple[Array, tuple[int, int]]:
+    if payload.startswith(PNG_MAGIC) and payload[12:16] == b"IHDR" and len(payload) >= 24:
+        # Read the size from IHDR ourselves: Pillow's own bomb check is a process-wide
+        # setting with a limit of its own.
+        width, height = struct.unpack(">II", payload[16:24])
+        _check_pixels(height, width, options)
     try:
         with Image.open(io.BytesIO(payload), formats=("JPEG", "PNG")) as im:
             _check_pixels(im.height, im.width, options)
-            return _to_channels(im, options.channels)
+            return _to_channels(im, options.channels), (im.height, im.width)
     except BadInputError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
@@ -205,20 +229,23 @@ def _scaled_size(height: int, width: int, options: ImageOptions) -> tuple[int, i
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def fit(pixels: Array, options: ImageOptions) -> tuple[Array, Geometry]:
+def fit(
+    pixels: Array, options: ImageOptions, frame_size: tuple[int, int] | None = None
+) -> tuple[Array, Geometry]:
     """Resize uint8 [h, w, c] to the model's height and width by ``options.resize``.
 
-    The geometry describes the frame as it was sent: a JPEG that libjpeg decoded at a
-    reduced scale has the same proportions, so fractions of it are fractions of the frame.
+    ``frame_size`` is the (height, width) the frame was sent at, when libjpeg decoded it
+    at a reduced scale: same proportions, so the fractions in the geometry hold for both.
     """
     h, w = pixels.shape[:2]
+    fh, fw = frame_size or (h, w)
     th, tw = options.height, options.width
     sh, sw = _scaled_size(h, w, options)
     scaled = _resize(pixels, sh, sw)
     if options.resize == "stretch":
-        return scaled, Geometry(h, w)
+        return scaled, Geometry(fh, fw)
     top, left = (th - sh) // 2, (tw - sw) // 2
-    geometry = Geometry(h, w, top / th, left / tw, sh / th, sw / tw)
+    geometry = Geometry(fh, fw, top / th, left / tw, sh / th, sw / tw)
     if options.resize == "letterbox":
         canvas = np.full((th, tw, pixels.shape[2]), options.pad_value, dtype=np.uint8)
         canvas[top : top + sh, left : left + sw] = scaled

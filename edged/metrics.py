@@ -55,6 +55,23 @@ class StatsCollector(Collector):
             for name, h in r.stages.items():
                 stage.add_metric([*key, name], _buckets(h.counts), h.sum_ms / 1000.0)
         yield from (received, succeeded, late, failed, depth, on_time, stage)
+        yield from self._workers()
+
+    def _workers(self) -> Iterator[Metric]:
+        labels = ["model", "worker", "backend"]
+        on_fallback = GaugeMetricFamily(
+            "edged_worker_on_fallback", "1 while a worker serves from its CPU fallback",
+            labels=labels)
+        events = CounterMetricFamily(
+            "edged_fallback_events", "Times a worker moved to its fallback", labels=labels)
+        invokes = CounterMetricFamily("edged_invokes", "Invokes run by a worker", labels=labels)
+        for model, info in self._stats.models().items():
+            for w in info.get("workers", []):
+                key = [model, str(w.get("name")), str(w.get("backend"))]
+                on_fallback.add_metric(key, 1.0 if w.get("on_fallback") else 0.0)
+                events.add_metric(key, float(w.get("fallback_events", 0)))
+                invokes.add_metric(key, float(w.get("invokes", 0)))
+        yield from (on_fallback, events, invokes)
 
 
 def _buckets(counts: list[int]) -> list[tuple[str, float]]:

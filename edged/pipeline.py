@@ -88,7 +88,7 @@ class ModelWorkers:
         self.scheduler: ModelScheduler[Job] = ModelScheduler()
         self.estimate = ServiceTimeEstimate(initial_s=max(model.warmup_ms, 0.05) / 1000.0)
         self.workers = [
-            Worker(f"{model.name}-{i}", model, self.scheduler, self.estimate, responder, clock)
+            Worker(i, model, self.scheduler, self.estimate, responder, clock)
             for i in range(model.config.workers)
         ]
 
@@ -220,7 +220,7 @@ class Pipeline:
         ahead = workers.scheduler.ahead_of(route.name, due.at)
         finish = expected_finish(now, ahead, len(workers.workers), workers.busy,
                                  workers.estimate.seconds)
-        if finish > due.at - route.margin_s:
+        if finish > due.at - route.margin_s - self._responder.outbound_lag():
             self._responder.error(
                 identity, message, "deadline",
                 f"cannot finish within {due.budget_ms:.0f} ms: {ahead} queued ahead, "

@@ -142,7 +142,13 @@ POLICIES = {"fifo": FifoQueue, "latest": LatestQueue, "edf": EdfQueue}
 def make_queue(policy: str, maxsize: int) -> Policy[T]:
     if maxsize < 1:
         raise ValueError("maxsize must be at least 1")
-    return POLICIES[policy](maxsize)  # type: ignore[no-any-return]
+    if policy == "latest":
+        return LatestQueue(maxsize)
+    if policy == "edf":
+        return EdfQueue(maxsize)
+    if policy == "fifo":
+        return FifoQueue(maxsize)
+    raise ValueError(f"unknown queue policy {policy!r}; known: {', '.join(POLICIES)}")
 
 
 class ModelScheduler(Generic[T]):

@@ -51,9 +51,13 @@ class Responder:
         error_rate: RateLimit | None = None,
     ) -> None:
         self._publish = publish
+        # How long a message handed to the MQTT client now takes to leave (s). The MQTT
+        # adapter supplies it; a result that would leave after its deadline is late too.
+        self.outbound_lag: Callable[[], float] = lambda: 0.0
         self.device_id = device_id
         self.errors_topic = f"{topic_prefix}/{topics.safe_level(device_id)}/errors"
         self._prefix = topic_prefix
+        self._fixed_topics: dict[tuple[str, str, str], str] = {}
         self._stats = stats
         self._error_rate = error_rate or RateLimit(rate=20.0, burst=50.0)
 
@@ -61,8 +65,17 @@ class Responder:
         return Identity(route, model, self.device_id, message.topic, message.received_wall)
 
     def publish_topic(self, template: str, route: str, model: str, source_topic: str) -> str:
-        values = {"device_id": self.device_id, "route": route, "model": model}
-        values["prefix"] = self._prefix
+        if not topics.uses_source(template):
+            key = (template, route, model)
+            fixed = self._fixed_topics.get(key)
+            if fixed is None:
+                fixed = self._fixed_topics[key] = self._render(template, route, model, "")
+            return fixed
+        return self._render(template, route, model, source_topic)
+
+    def _render(self, template: str, route: str, model: str, source_topic: str) -> str:
+        values = {"device_id": self.device_id, "route": route, "model": model,
+                  "prefix": self._prefix}
         return topics.render(template, values, source_topic)
 
     def result(

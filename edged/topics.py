@@ -6,6 +6,7 @@ publishes to, so every value substituted into a template is made into one safe l
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Mapping
@@ -65,6 +66,16 @@ def safe_level(value: str) -> str:
     return _UNSAFE_LEVEL.sub("_", value) or "_"
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template))
+
+
+def uses_source(template: str) -> bool:
+    """Whether the template's result depends on the source topic."""
+    return any(name is not None and name.startswith("topic") for _, name in _parsed(template))
+
+
 def render(template: str, values: Mapping[str, str], source_topic: str = "") -> str:
     """Fill a validated template.
 
@@ -75,7 +86,7 @@ def render(template: str, values: Mapping[str, str], source_topic: str = "") -> 
     """
     levels = source_topic.split("/")
     out: list[str] = []
-    for literal, name, _, _ in string.Formatter().parse(template):
+    for literal, name in _parsed(template):
         out.append(literal)
         if name is None:
             continue

@@ -25,11 +25,12 @@ POLL_S = 0.5  # how often an idle worker shows it is alive
 
 
 class Worker(threading.Thread):
-    def __init__(self, name: str, model: LoadedModel, scheduler: ModelScheduler[Job],
+    def __init__(self, index: int, model: LoadedModel, scheduler: ModelScheduler[Job],
                  estimate: ServiceTimeEstimate, responder: Responder,
                  clock: Callable[[], float]) -> None:
-        super().__init__(name=f"worker-{name}", daemon=True)
-        self.session = Session(model)
+        super().__init__(name=f"worker-{model.name}-{index}", daemon=True)
+        self.session = Session(model, worker=index)
+        self._backend = self.session.backend_name
         self._scheduler = scheduler
         self._estimate = estimate
         self._responder = responder
@@ -37,19 +38,18 @@ class Worker(threading.Thread):
         self.stop_event = threading.Event()
         self.busy = 0
         self.last_beat = time.monotonic()
-        self.invokes = 0
-        self.invoke_ms_sum = 0.0
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "backend": getattr(self.session, "backend_name", "cpu"),
-            "invokes": self.invokes,
-            "invoke_ms_mean": round(self.invoke_ms_sum / self.invokes, 3) if self.invokes else None,
-            "fallback_events": getattr(self.session, "fallback_events", 0),
-        }
+        return {"name": self.name, "fallback_events": self.session.fallback_events,
+                **self.session.snapshot()}
 
     def run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self.session.close()  # stops accelerator retries and child processes
+
+    def _serve(self) -> None:
         while not self.stop_event.is_set():
             self.last_beat = time.monotonic()
             job = self._scheduler.get(timeout=POLL_S)
@@ -82,14 +82,13 @@ class Worker(threading.Thread):
                                   job.deadline.budget_ms)
             return
         end = self._clock()
+        self._track_backend()
         self._estimate.add(end - start)
-        self.invokes += 1
-        self.invoke_ms_sum += (t2 - t1) * 1000
         timings.preprocess = (t1 - start) * 1000
         timings.invoke = (t2 - t1) * 1000
         timings.postprocess = (end - t2) * 1000
         timings.total = (end - job.message.received_mono) * 1000
-        late = end > job.due - job.route.margin_s
+        late = end > job.due - job.route.margin_s - self._responder.outbound_lag()
         if late and job.route.config.on_late == "drop":
             self._responder.error(
                 job.identity, job.message, "deadline",
@@ -101,11 +100,22 @@ class Worker(threading.Thread):
                                job.route.config.publish_qos, result, timings,
                                job.deadline.budget_ms, late=late)
 
+    def _track_backend(self) -> None:
+        """After a switch between accelerator and CPU, old service times mislead."""
+        backend = self.session.backend_name
+        if backend != self._backend:
+            log.warning("worker changed backend", worker=self.name, was=self._backend,
+                        now=backend)
+            self._backend = backend
+            self._estimate.reset()
+
     def _not_worth_starting(self, job: Job, now: float, timings: Timings) -> bool:
         """Re-check at pickup: never start what has expired or cannot finish in time."""
         if job.deadline.passed(now):
             reason, why = "expired", "passed"
-        elif now + self._estimate.seconds > job.due - job.route.margin_s:
+        elif now + self._estimate.seconds > (
+            job.due - job.route.margin_s - self._responder.outbound_lag()
+        ):
             reason, why = "deadline", "could no longer be met"
         else:
             return False

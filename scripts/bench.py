@@ -31,6 +31,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from multiprocessing import Pipe, Process
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -147,86 +149,113 @@ def reset_peak_rss(pid: int) -> None:
 
 
 # ---- the load generator -------------------------------------------------------------------
+# The sender and the receiver of answers are separate processes, so a busy sender cannot
+# delay the reading of answers (which would show up as latency edged did not cause). Both
+# stamp wall-clock time on the same machine.
+
+def receive(port: int, topic: str, conn: Connection) -> None:
+    """Receiver process: collect answers per phase until told to stop."""
+    answers: dict[int, tuple[float, str | None]] = {}
+    lock = threading.Lock()
+
+    def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        corr = getattr(msg.properties, "CorrelationData", None)
+        if corr is None:
+            return
+        reason = json.loads(msg.payload)["error"]["reason"] if b'"error":' in msg.payload else None
+        with lock:
+            answers[int(corr)] = (now, reason)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-receiver",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.subscribe(topic, qos=0)
+    client.loop_start()
+    time.sleep(0.3)
+    conn.send("ready")
+    while (command := conn.recv()) != "stop":
+        if command == "take":
+            with lock:
+                conn.send(dict(answers))
+                answers.clear()
+    client.disconnect()
+    client.loop_stop()
+
 
 @dataclass
 class Phase:
     rate: float
     sent_at: dict[int, float] = field(default_factory=dict)
-    results: dict[int, float] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    answers: dict[int, tuple[float, str | None]] = field(default_factory=dict)
 
 
 class Loader:
     def __init__(self, port: int, payload: bytes) -> None:
         self.payload = payload
         self.reply_topic = f"bench/replies/{uuid.uuid4().hex[:8]}"
-        self.phase: Phase | None = None
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-loader",
+        self._conn, child = Pipe()
+        self._receiver = Process(target=receive, args=(port, self.reply_topic, child),
+                                 daemon=True)
+        self._receiver.start()
+        self._conn.recv()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sender",
                                   protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        self.client.on_message = self._on_reply
         self.client.connect("127.0.0.1", port)
         self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client.subscribe(self.reply_topic, qos=0)
         self.client.loop_start()
-        time.sleep(0.3)
+        self._seq = 0
 
-    def _on_reply(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        now = time.monotonic()
-        phase = self.phase
-        corr = getattr(msg.properties, "CorrelationData", None)
-        if phase is None or corr is None:
-            return
-        seq = int(corr)
-        if b'"error":' in msg.payload:
-            reason = json.loads(msg.payload)["error"]["reason"]
-            with phase.lock:
-                phase.errors[reason] = phase.errors.get(reason, 0) + 1
-        else:
-            with phase.lock:
-                phase.results[seq] = now
+    def close(self) -> None:
+        self._conn.send("stop")
+        self._receiver.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
 
-    def run(self, phase: Phase, seconds: float, deadline_ms: float, poisson: bool,
-            progress: bool) -> float:
-        """Send open-loop for ``seconds``; return the achieved send rate."""
-        self.phase = phase
+    def run(self, phase: Phase, seconds: float, deadline_ms: float, poisson: bool) -> float:
+        """Send open-loop for ``seconds``, then collect the answers; return the send rate."""
         rng = np.random.default_rng(1)
         gap = 1.0 / phase.rate
         start = time.monotonic()
-        due, seq, next_report = start, 0, start + 1.0
-        while True:
-            now = time.monotonic()
-            if now - start >= seconds:
-                break
+        due, next_report, first = start, start + 1.0, self._seq
+        while (now := time.monotonic()) - start < seconds:
             if due > now:
-                time.sleep(min(due - now, 0.005))
+                time.sleep(min(due - now, 0.002))
                 continue
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = self.reply_topic
-            props.CorrelationData = str(seq).encode()
-            props.UserProperty = [("deadline", str(int(time.time() * 1000 + deadline_ms)))]
-            with phase.lock:
-                phase.sent_at[seq] = time.monotonic()
+            props.CorrelationData = str(self._seq).encode()
+            sent = time.time()
+            props.UserProperty = [("deadline", str(int(sent * 1000 + deadline_ms)))]
+            phase.sent_at[self._seq] = sent
             self.client.publish("bench/cam/in", self.payload, qos=0, properties=props)
-            seq += 1
+            self._seq += 1
             due += rng.exponential(gap) if poisson else gap
-            if progress and now >= next_report:
+            if now >= next_report:
                 next_report += 1.0
-                print(f"\r  {phase.rate:8.0f}/s: sent {seq:7d} answered "
-                      f"{len(phase.results):7d} t={now - start:4.0f}s", end="", file=sys.stderr)
-        if progress:
-            print(file=sys.stderr)
-        return seq / (time.monotonic() - start)
+                print(f"\r  {phase.rate:8.0f}/s: sent {self._seq - first:7d} "
+                      f"t={now - start:3.0f}s", end="", file=sys.stderr)
+        achieved = (self._seq - first) / (time.monotonic() - start)
+        time.sleep(deadline_ms / 1000 + 1.0)  # let the last answers come in
+        self._conn.send("take")
+        phase.answers = self._conn.recv()
+        print(f"\r  {phase.rate:8.0f}/s: sent {self._seq - first:7d}, answers "
+              f"{len(phase.answers)}", file=sys.stderr)
+        return achieved
 
 
 def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
               capacity: float) -> dict[str, Any]:
-    with phase.lock:
-        rtt = np.array([(phase.results[s] - phase.sent_at[s]) * 1000 for s in phase.results])
-        errors = dict(phase.errors)
-        sent = len(phase.sent_at)
+    rtts, errors = [], {}
+    for seq, (arrived, reason) in phase.answers.items():
+        if reason is None:
+            rtts.append((arrived - phase.sent_at[seq]) * 1000)
+        else:
+            errors[reason] = errors.get(reason, 0) + 1
+    rtt = np.array(rtts)
+    sent = len(phase.sent_at)
     on_time = int(np.sum(rtt <= deadline_ms)) if rtt.size else 0
     late = int(rtt.size - on_time)
     pct = {f"p{q}": round(float(np.percentile(rtt, q)), 3) if rtt.size else None
@@ -334,6 +363,7 @@ def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subproces
     for label, rate in levels:
         rows.append(run_level(loader, edged.pid, label, rate, args, capacity))
     soak = run_soak(loader, edged.pid, levels[-1][1], args) if args.soak else None
+    loader.close()
     print(f"\nmodel {model.name}, {args.workers} workers, deadline {args.deadline_ms:g} ms, "
           f"queue {args.queue}/{args.queue_size}, raw capacity {capacity:.0f}/s, "
           f"invoke p50 {cap['invoke_ms_p50']:.3f} ms p99 {cap['invoke_ms_p99']:.3f} ms")
@@ -354,8 +384,7 @@ def run_level(loader: Loader, pid: int, label: str, rate: float, args: argparse.
     phase = Phase(rate)
     reset_peak_rss(pid)
     cpu0, t0 = proc_cpu_s(pid), time.monotonic()
-    achieved = loader.run(phase, args.duration, args.deadline_ms, args.poisson, True)
-    time.sleep(args.deadline_ms / 1000 + 1.0)  # let the last answers come in
+    achieved = loader.run(phase, args.duration, args.deadline_ms, args.poisson)
     cpu = (proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
     row = summarise(phase, args.duration, achieved, args.deadline_ms, capacity)
     row.update(load=label, edged_cpu_pct=round(cpu, 1), edged_peak_rss_mb=proc_rss_mb(pid))
@@ -373,7 +402,7 @@ def run_soak(loader: Loader, pid: int, rate: float, args: argparse.Namespace) ->
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    loader.run(phase, args.soak, args.deadline_ms, args.poisson, True)
+    loader.run(phase, args.soak, args.deadline_ms, args.poisson)
     sampler_stop.set()
     return {"seconds": args.soak, "rate": rate, "rss_mb_every_10s": samples}
 

@@ -234,7 +234,7 @@ def train_detector(model: tf.keras.Model, scene: Scene, epochs: int, seed: int) 
         with tf.GradientTape() as tape:
             loss = _loss(model, x, loc_t, cls_t)
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
     for epoch in range(epochs):
@@ -373,7 +373,8 @@ def f1_score(found: list[list[tuple[int, float, FloatArray]]], scene: Scene) -> 
     """Precision, recall and F1: a detection with score >= 0.5 is right when it has the class
     of a not yet matched shape and overlaps it with IoU >= 0.5."""
     tp = fp = 0
-    for dets, boxes, classes, count in zip(found, scene.boxes, scene.classes, scene.counts):
+    rows = zip(found, scene.boxes, scene.classes, scene.counts, strict=True)
+    for dets, boxes, classes, count in rows:
         unmatched = set(range(int(count)))
         for cls, score, box in sorted(dets, key=lambda d: -d[1]):
             if score < EVAL_SCORE:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,8 +14,16 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from edged.codec import MAX_JSON_DEPTH, decode_json, decode_npy, decode_raw, decoder_for
+from edged.codec import (
+    MAX_JSON_DEPTH,
+    decode_json,
+    decode_npy,
+    decode_raw,
+    decoder_for,
+    frame_decoder_for,
+)
 from edged.errors import BadInputError
+from edged.image import Geometry, ImageOptions
 
 # --- raw --------------------------------------------------------------------------------
 
@@ -296,8 +306,8 @@ def test_decoder_for_binds_the_route_input() -> None:
     assert decoder_for("npy", (2,), np.dtype(np.uint8), "data") is decode_npy
     as_json = decoder_for("json", (2,), np.dtype(np.uint8), "xs")
     np.testing.assert_array_equal(as_json(b'{"xs": [3, 4]}'), [3.0, 4.0])
-    with pytest.raises(ValueError, match="unknown input format 'jpeg'"):
-        decoder_for("jpeg", (2,), np.dtype(np.uint8), "data")
+    with pytest.raises(ValueError, match="unknown input format 'bmp'"):
+        decoder_for("bmp", (2,), np.dtype(np.uint8), "data")
 
 
 # --- fuzz: any bytes either decode or raise BadInputError -------------------------------
@@ -365,3 +375,56 @@ def assert_decodes_or_refuses(decode: Any) -> None:
         assert str(exc)  # every refusal says why
     else:
         assert isinstance(array, np.ndarray)
+
+
+# --- images (jpeg, png, image; base64 inside JSON) --------------------------------------
+
+IMAGES = Path(__file__).parent / "data" / "images"
+
+
+def test_image_decoder_fits_the_frame_to_the_model_input() -> None:
+    decode = decoder_for("png", (1, 8, 8, 3), np.dtype(np.uint8), "data")
+    array = decode((IMAGES / "quadrants.png").read_bytes())
+    assert array.shape == (8, 8, 3) and array.dtype == np.float32
+    np.testing.assert_array_equal(array[0, 0], [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(array[7, 7], [1.0, 1.0, 1.0])
+
+
+def test_image_decoder_takes_the_route_options() -> None:
+    options = ImageOptions(8, 8, 1, resize="letterbox", mean=(0.5,), std=(0.5,),
+                           pad_value=0)
+    decode = decoder_for("image", (1, 8, 8, 1), np.dtype(np.uint8), "data",
+                         image_options=options)
+    array = decode((IMAGES / "quadrants.jpg").read_bytes())
+    assert array.shape == (8, 8, 1)
+    np.testing.assert_allclose(array[0, :, 0], -1.0)  # a letterbox bar: pixel 0 -> -1
+    assert array.max() == pytest.approx(1.0, abs=0.02)  # the white quadrant
+
+
+def test_base64_field_carries_the_image_inside_json() -> None:
+    png = (IMAGES / "quadrants.png").read_bytes()
+    payload = json.dumps({"id": 7, "jpeg": base64.b64encode(png).decode()}).encode()
+    decode = decoder_for("image", (1, 48, 64, 3), np.dtype(np.uint8), "data",
+                         base64_field="jpeg")
+    np.testing.assert_array_equal(decode(payload)[-1, 0], [0.0, 0.0, 1.0])
+    with pytest.raises(BadInputError, match="not valid JSON"):
+        decode(png)
+    with pytest.raises(BadInputError, match="base64 string in 'jpeg'"):
+        decode(b'{"frame": "..."}')
+
+
+def test_frame_decoder_keeps_the_letterbox_geometry() -> None:
+    options = ImageOptions(32, 32, 3, resize="letterbox")
+    frames = frame_decoder_for("jpeg", options)
+    decoded = frames((IMAGES / "quadrants.jpg").read_bytes())
+    assert decoded.array.shape == (32, 32, 3)
+    assert decoded.geometry == Geometry(48, 64, 4 / 32, 0.0, 24 / 32, 1.0)
+    with pytest.raises(BadInputError, match="this route takes JPEG"):
+        frames((IMAGES / "quadrants.png").read_bytes())
+    with pytest.raises(ValueError, match="'npy' is not an image format"):
+        frame_decoder_for("npy", options)
+
+
+def test_an_image_format_needs_an_image_input() -> None:
+    with pytest.raises(ValueError, match=r"input \[1x10\] is not an image input"):
+        decoder_for("jpeg", (1, 10), np.dtype(np.uint8), "data")

@@ -110,7 +110,7 @@ def test_a_worker_does_not_start_expired_work(digits: LoadedModel,
     (reply,) = bodies(published, "reply/me")
     assert reply["error"]["reason"] == "expired"
     assert reply["timings_ms"]["queue"] == pytest.approx(150.0)
-    assert worker.invokes == 0
+    assert worker.session.snapshot()["invokes"] == 0
 
 
 def test_a_worker_does_not_start_what_the_estimate_says_would_be_late(

@@ -4,7 +4,7 @@ the child. A hung invoke cannot be cancelled inside a thread; a child can be kil
 
 The parent and the child talk over a socketpair in frames: one kind byte, a 4-byte length,
 the payload. The input goes as raw tensor bytes and the outputs come back the same way, so
-nothing is pickled. ``python -m edged.runtime.isolation`` is the child's entry point.
+nothing is pickled. ``python -m edged.runtime.child`` is the child's entry point.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class ChildEngine:
         parent, child = socket.socketpair()
         self._sock = parent
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "edged.runtime.isolation", str(child.fileno()),
+            [sys.executable, "-m", "edged.runtime.child", str(child.fileno()),
              backend.name, json.dumps(_spec_to_json(spec))],
             pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
         )
@@ -218,7 +218,3 @@ def child_main(argv: list[str]) -> int:
         return 3
     _serve(sock, engine)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))

@@ -113,7 +113,8 @@ class Session:
 
     def close(self) -> None:
         """Stop retrying and release every engine (and child process)."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         if self._retrier is not None:
             self._retrier.join(timeout=1.0)
         with self._lock:
@@ -174,7 +175,10 @@ class Session:
                 self.health.retry_failed("warm-up invoke was over invoke_timeout_ms")
                 continue
             with self._lock:
-                self._recovered = engine
+                if self._stop.is_set():  # closed while this engine was being built
+                    engine.close()
+                else:
+                    self._recovered = engine
             return
 
     def _adopt_recovered(self) -> None:

@@ -3,8 +3,9 @@
  * Options:
  *   action   error (default): Invoke returns kTfLiteError;
  *            hang: Invoke sleeps hang_ms, then returns kTfLiteError;
+ *            slow: Invoke sleeps hang_ms, then returns kTfLiteOk (outputs untouched);
  *            abort: Invoke calls abort(), as a fatal USB transfer error does.
- *   hang_ms  for action hang (default 60000).
+ *   hang_ms  for actions hang and slow (default 60000).
  *   flag     a file path: the delegate claims nodes only while this file exists, else it
  *            leaves the graph on the CPU, so a test can make the device "come back". */
 #include <stdlib.h>
@@ -30,9 +31,10 @@ static void* kernel_init(TfLiteContext* context, const char* buffer, size_t leng
 static TfLiteStatus kernel_invoke(TfLiteContext* context, TfLiteNode* node) {
   const Settings* s = node->user_data;
   if (strcmp(s->action, "abort") == 0) abort();
-  if (strcmp(s->action, "hang") == 0) {
+  if (strcmp(s->action, "hang") == 0 || strcmp(s->action, "slow") == 0) {
     struct timespec t = {s->hang_ms / 1000, (s->hang_ms % 1000) * 1000000L};
     nanosleep(&t, NULL);
+    if (s->action[0] == 's') return kTfLiteOk;
   }
   context->ReportError(context, "failing delegate: device error (action %s)", s->action);
   return kTfLiteError;
