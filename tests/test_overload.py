@@ -45,8 +45,9 @@ def test_no_result_is_published_after_its_deadline(
     for i in range(SENT):  # as fast as the probe can: several times edged's capacity
         corr = str(i).encode()
         sent_wall[corr] = time.time()
+        due = str(int(sent_wall[corr] * 1000) + DEADLINE_MS)
         probe.publish("sensors/cam/frame", frame, response_topic=REPLIES, correlation_data=corr,
-                      user_properties=[("deadline", str(int(sent_wall[corr] * 1000) + DEADLINE_MS))])
+                      user_properties=[("deadline", due)])
     replies = probe.collect(SENT, timeout=60, topic=REPLIES)
 
     # Every request got exactly one answer: a result or an error saying why not.
