@@ -113,7 +113,6 @@ class ModelConfig(Section):
     anomaly: AnomalyConfig | None = Field(
         None, description="anomaly: how the score is read and when it is anomalous"
     )
-    queue_size: int = Field(64, ge=1, le=100_000, description="messages waiting for a worker")
     delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = Field(
         "auto", description="auto: the Edge TPU for a model compiled for it, else the CPU "
         "(XNNPACK with num_threads); edgetpu, gpu, external: that delegate library"

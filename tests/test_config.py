@@ -83,11 +83,13 @@ def test_full_valid_config_loads() -> None:
     assert mqtt.reconnect_max_s == 20.0
     assert set(settings.models) == {"digits", "vibration"}
     digits = settings.models["digits"]
-    assert (digits.workers, digits.top_k, digits.queue_size) == (2, 3, 16)
+    assert (digits.workers, digits.top_k) == (2, 3)
     assert settings.models["vibration"].postprocess == "raw"
     assert [r.name for r in settings.routes] == ["cam", "vib"]
     cam, vib = settings.routes
     assert cam.subscribe == "$share/edged/sensors/+/frame"
+    assert (cam.queue, cam.queue_size, cam.priority) == ("latest", 16, 5)
+    assert (vib.queue, vib.queue_size, vib.on_late) == ("fifo", 32, "drop")
     assert cam.publish == "{prefix}/{device_id}/predictions/{route}/{topic[1]}"
     assert cam.deadline_ms == 2000
     assert vib.input.format == "json"
