@@ -83,12 +83,13 @@ class Job:
 class ModelWorkers:
     """One model's scheduler, service-time estimate and worker threads."""
 
-    def __init__(self, model: LoadedModel, responder: Responder, clock: Clock) -> None:
+    def __init__(self, model: LoadedModel, responder: Responder, clock: Clock,
+                 niceness: int = 0) -> None:
         self.model = model
         self.scheduler: ModelScheduler[Job] = ModelScheduler()
         self.estimate = ServiceTimeEstimate(initial_s=max(model.warmup_ms, 0.05) / 1000.0)
         self.workers = [
-            Worker(i, model, self.scheduler, self.estimate, responder, clock)
+            Worker(i, model, self.scheduler, self.estimate, responder, clock, niceness)
             for i in range(model.config.workers)
         ]
 
@@ -126,7 +127,7 @@ class Pipeline:
     (no decoding there: that happens on the workers)."""
 
     def __init__(self, routes: Sequence[Route], responder: Responder, stats: Stats,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, niceness: int = 0) -> None:
         self.routes = list(routes)
         self._responder = responder
         self._stats = stats
@@ -135,7 +136,7 @@ class Pipeline:
         for route in self.routes:
             name = route.model.name
             if name not in self.models:
-                self.models[name] = ModelWorkers(route.model, responder, clock)
+                self.models[name] = ModelWorkers(route.model, responder, clock, niceness)
             cfg = route.config
             self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
                                                   cfg.priority)
@@ -228,3 +229,58 @@ class Pipeline:
                 due.budget_ms)
             return True
         return False
+
+    # --- Reload (issue 5). Added by the server's owner; the rest of this class is untouched.
+
+    def replace(self, routes: Sequence[Route]) -> list[ModelWorkers]:
+        """Serve ``routes`` from now on; return the retired ``ModelWorkers``.
+
+        Call it on the thread that calls ``submit`` (the MQTT thread), so no message sees
+        half a swap and ``submit`` needs no lock. A model whose ``LoadedModel`` is the same
+        object and whose routes keep their queue settings keeps its workers and queued
+        jobs; any other model gets new, started workers. The caller lets the retired ones
+        finish their queued jobs (``ModelWorkers.stop``) and reports what is left.
+        """
+        models: dict[str, ModelWorkers] = {}
+        for route in routes:
+            name = route.model.name
+            if name not in models:
+                models[name] = self._reusable(name, route.model, routes) or ModelWorkers(
+                    route.model, self._responder, self._clock)
+            cfg = route.config
+            fresh = self.models.get(name) is not models[name]
+            if fresh or self._queue_of(route.name) != (name, cfg.queue, cfg.queue_size,
+                                                        cfg.priority):
+                models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
+                                                  cfg.priority)
+        retired = [m for n, m in self.models.items() if models.get(n) is not m]
+        for name, workers in models.items():
+            if self.models.get(name) is not workers:
+                workers.start()
+        for route in routes:
+            self._stats.add_route(route.name, route.model.name)
+        self.routes, self.models = list(routes), models
+        self._route_model = {r.name: r.model.name for r in self.routes}
+        return retired
+
+    def _queue_of(self, route_name: str) -> tuple[str, str, int, int] | None:
+        for route in self.routes:
+            if route.name == route_name:
+                cfg = route.config
+                return route.model.name, cfg.queue, cfg.queue_size, cfg.priority
+        return None
+
+    def _reusable(self, name: str, model: LoadedModel,
+                  routes: Sequence[Route]) -> ModelWorkers | None:
+        """The running workers of ``name`` if the model is unchanged and no route of it
+        changed its queue (a queue cannot be resized with jobs in it)."""
+        current = self.models.get(name)
+        if current is None or current.model is not model:
+            return None
+        for route in routes:
+            old = self._queue_of(route.name)
+            cfg = route.config
+            if route.model.name == name and old is not None and old != (
+                    name, cfg.queue, cfg.queue_size, cfg.priority):
+                return None
+        return current

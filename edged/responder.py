@@ -92,7 +92,7 @@ class Responder:
         payload = results.result_payload(identity, result, timings, deadline_ms, late)
         self._stats.answered(identity.route, timings, late)
         self._publish(Outbound(topic, payload, qos=qos))
-        self._reply(message, payload, qos)
+        self._reply(message, payload)
 
     def error(
         self,
@@ -106,19 +106,20 @@ class Responder:
         """Count, log and report a message that got no result."""
         self._stats.failed(identity.route, reason)
         payload = results.error_payload(identity, reason, text, deadline_ms, timings)
-        self._reply(message, payload, qos=1)
+        self._reply(message, payload)
         if self._error_rate.allow():
             log.warning("message failed", route=identity.route, topic=message.topic,
                         reason=reason, error=text)
             self._publish(Outbound(self.errors_topic, payload, qos=0))
 
-    def _reply(self, message: Inbound, payload: bytes, qos: int) -> None:
+    def _reply(self, message: Inbound, payload: bytes) -> None:
+        """Answer on the Response Topic with the QoS the requester chose for its request."""
         if message.response_topic:
             self._publish(
                 Outbound(
                     message.response_topic,
                     payload,
-                    qos=qos,
+                    qos=message.qos,
                     correlation_data=message.correlation_data,
                 )
             )

@@ -3,6 +3,8 @@ pickup and at the end."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ POLL_S = 0.5  # how often an idle worker shows it is alive
 class Worker(threading.Thread):
     def __init__(self, index: int, model: LoadedModel, scheduler: ModelScheduler[Job],
                  estimate: ServiceTimeEstimate, responder: Responder,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], niceness: int = 0) -> None:
         super().__init__(name=f"worker-{model.name}-{index}", daemon=True)
         self.session = Session(model, worker=index)
         self._backend = self.session.backend_name
@@ -38,12 +40,18 @@ class Worker(threading.Thread):
         self.stop_event = threading.Event()
         self.busy = 0
         self.last_beat = time.monotonic()
+        self.niceness = niceness
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fallback_events": self.session.fallback_events,
                 **self.session.snapshot()}
 
     def run(self) -> None:
+        if self.niceness:
+            # Inference must not starve the MQTT thread: when workers fill every core, frames
+            # wait unread in the socket until their deadlines pass, and nothing is on time.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
         try:
             self._serve()
         finally:

@@ -11,6 +11,20 @@ by decoding at 1/2, 1/4 or 1/8 scale ("draft" / ``min_height``), which is timed 
 
 Figures are medians over ``--repeat`` runs after warm-up, in milliseconds, one thread.
 Decoders that are not installed are listed as such; nothing is downloaded.
+
+Measured on the development box (x86_64, 2 cores, Python 3.11, Pillow 13.0,
+simplejpeg 1.9, opencv-python-headless 5.0; ms for 640x480 / 224x224 / 1280x720):
+
+    pillow      decode 1.03 / 0.22 / 2.90   draft+resize 1.16 / 0.22 / 2.82   gray 0.71
+    simplejpeg  decode 0.79 / 0.11 / 2.31   draft+resize 1.07 / 0.16 / 2.67   gray 0.62
+    opencv      decode 0.87 / 0.17 / 2.47   area+resize  1.66 / 0.17 / 4.50   gray 0.63
+    pyturbojpeg 2.x: not usable, it needs libjpeg-turbo >= 3.0 and Debian ships 2.1.5
+
+edged decodes JPEG with simplejpeg (fastest decode, a small wheel that bundles
+libjpeg-turbo 3, wheels for NumPy 1 and 2) and resizes with Pillow (needed for PNG
+anyway). OpenCV's plain INTER_LINEAR resize is quicker only because it does not
+antialias; its antialiased INTER_AREA is slower than Pillow, and it installs ~150 MB
+against simplejpeg's 1 MB.
 """
 
 from __future__ import annotations

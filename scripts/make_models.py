@@ -578,6 +578,13 @@ def make_detection(out_dir: Path) -> dict[str, Any]:
     write_labels(out_dir / "shapes.labels", dm.SHAPE_CLASSES)
     np.savez_compressed(out_dir / evaluation.file, images=hold.images, boxes=hold.boxes,
                         classes=hold.classes, counts=hold.counts)
+    return describe_detection(out_dir, path, evaluation, int8_f1)
+
+
+def describe_detection(
+    out_dir: Path, path: Path, evaluation: Evaluation, int8_f1: dict[str, float]
+) -> dict[str, Any]:
+    """The detector's manifest entry: every output, and F1 in place of accuracy."""
     entry = describe(
         out_dir,
         name="detection",
@@ -696,11 +703,13 @@ built ({machine}). They drift from run to run; ratios hold.
   seed 1). The npz holds `images` uint8 [200, 64, 64, 3], `boxes` float32 [200, 3, 4],
   `classes` int64 [200, 3] (-1 where a scene has fewer shapes) and `counts` int64 [200].
 - `manifest.json`: `{{"models": {{"digits": {{...}}, "vibration": {{...}},
-  "mobilenet": {{...}}, "detection": {{...}}}}}}`; per model `file`, `labels` (or null), `input` and
-  `output` (`shape`, `dtype`, `scale`, `zero_point`, `float_range`), `holdout`,
-  `holdout_input_key`, `holdout_label_key`, `holdout_size`, `float_accuracy`,
-  `int8_accuracy` (fractions in [0, 1], null for mobilenet), `size_bytes`,
-  `median_invoke_ms`.
+  "mobilenet": {{...}}, "detection": {{...}}}}}}`; per model `file`, `labels` (or
+  null), `input` and `output` (`shape`, `dtype`, `scale`, `zero_point`,
+  `float_range`), `holdout`, `holdout_input_key`, `holdout_label_key`,
+  `holdout_size`, `float_accuracy`, `int8_accuracy` (fractions in [0, 1], null for
+  mobilenet), `size_bytes`, `median_invoke_ms`. The detector's entry also has
+  `outputs` (all four; `float_range` null for float tensors), `metric` (`F1`: its
+  accuracy fields are F1) and `int8_precision_recall`.
 
 Input quantization in practice: for digits, scale 1/255 and zero point 0 map
 [0, 1] onto 0..255. For MobileNetV2 the uint8 input is almost exactly the raw RGB

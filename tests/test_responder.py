@@ -151,11 +151,13 @@ def test_result_goes_to_the_route_topic_and_the_response_topic(
     assert stats.totals()["succeeded"] == 1
 
 
-def test_result_reply_uses_the_routes_qos(sent: list[Outbound], stats: Stats) -> None:
+def test_result_goes_out_with_the_routes_qos_and_the_reply_with_the_requests(
+    sent: list[Outbound], stats: Stats
+) -> None:
     r = responder(sent, stats)
-    message = inbound("replies/x")
+    message = inbound("replies/x")  # a QoS 1 request
     r.result(r.identity("cam", "digits", message), message, "out", 0, {}, Timings(), 100.0)
-    assert [o.qos for o in sent] == [0, 0]
+    assert [(o.topic, o.qos) for o in sent] == [("out", 0), ("replies/x", 1)]
 
 
 def test_identity_comes_from_the_message(sent: list[Outbound], stats: Stats) -> None:
