@@ -381,6 +381,10 @@ class Settings(BaseSettings):
     stats_interval_s: float = Field(
         30.0, ge=0, le=86400, description="seconds between stats snapshots; 0 turns them off"
     )
+    worker_niceness: int = Field(
+        5, ge=0, le=19, description="nice value of worker threads, so inference never starves "
+        "the MQTT thread that reads frames and sends answers"
+    )
     outbox: OutboxConfig = OutboxConfig()
 
     @classmethod
