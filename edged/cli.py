@@ -13,6 +13,7 @@ import structlog
 from edged import __version__, devices, logs
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError
+from edged.routes import Route
 from edged.server import Loaded, Server, load
 
 EX_OK = 0
@@ -70,7 +71,7 @@ def run(config: Path, runtime: str | None) -> int:
     logs.configure(settings.logging.level, settings.logging.format)
     log = structlog.get_logger("edged")
     log.info("loading", config=str(config), version=__version__)
-    server = Server(settings, load(settings, runtime))
+    server = Server(settings, load(settings, runtime), config_path=config)
     server.run()
     return EX_OK
 
@@ -80,6 +81,8 @@ def check(config: Path, runtime: str | None) -> int:
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
     print(f"runtime  {loaded.backend.describe()}")
+    for route in settings.routes:  # what start-up would refuse: input or output mismatch
+        Route.bind(route, loaded.models[route.model])
     _print_report(settings, loaded)
     print("ok")
     return EX_OK

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import structlog
 
-from edged import codec, deadline, postprocess, preprocess, topics
-from edged.config import RouteConfig
+from edged import deadline
 from edged.deadline import Deadline
 from edged.errors import BadInputError
 from edged.estimate import ServiceTimeEstimate, expected_finish
 from edged.queues import ModelScheduler
 from edged.responder import Responder
 from edged.results import Identity
+from edged.routes import Route
 from edged.runtime import LoadedModel
 from edged.stats import Stats
 from edged.types import Inbound
@@ -30,46 +30,14 @@ Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
-class Route:
-    """A configured route bound to its loaded model."""
-
-    config: RouteConfig
-    model: LoadedModel
-    decode: Callable[[bytes], Array]
-    postprocess: Callable[[Sequence[Array]], dict[str, Any]]
-
-    @classmethod
-    def bind(cls, config: RouteConfig, model: LoadedModel) -> Route:
-        spec = model.input
-        decode = codec.decoder_for(config.input.format, spec.shape, spec.dtype, config.input.field)
-        post = postprocess.postprocessor_for(
-            model.config.postprocess, model.outputs, model.labels, model.config.top_k
-        )
-        return cls(config, model, decode, post)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def margin_s(self) -> float:
-        return self.config.reply_margin_ms / 1000.0
-
-    def matches(self, topic: str) -> bool:
-        return topics.matches(self.config.subscribe, topic)
-
-    def prepare(self, payload: bytes) -> Array:
-        """Payload -> the model's input tensor. Raises BadInputError."""
-        return preprocess.to_input_tensor(self.decode(payload), self.model.input)
-
-
-@dataclass(frozen=True)
 class Job:
     route: Route
     message: Inbound
     identity: Identity
     deadline: Deadline
     publish_topic: str
+    array: Array | None = None
+    """A sensor window's readings, ready to fit; None: the payload is the input."""
 
     @property
     def due(self) -> float:
@@ -185,11 +153,23 @@ class Pipeline:
         except BadInputError as exc:
             self._responder.error(identity, message, exc.reason, str(exc))
             return
+        arrays: list[Array | None] = [None]
+        if route.windowers is not None:
+            try:
+                arrays = [w.array for w in route.windows(message)]
+            except BadInputError as exc:
+                self._responder.error(identity, message, exc.reason, str(exc))
+                return
+            if not arrays:
+                return  # the window is still filling: nothing to run yet
         if self._refused_for_time(route, message, identity, due):
             return
         topic = self._responder.publish_topic(route.config.publish, route.name,
                                               route.model.name, message.topic)
-        job = Job(route, message, identity, due, topic)
+        for array in arrays:
+            self._enqueue(route, Job(route, message, identity, due, topic, array))
+
+    def _enqueue(self, route: Route, job: Job) -> None:
         for evicted in self.models[route.model.name].scheduler.put(route.name, job):
             self._responder.error(evicted.identity, evicted.message, "queue_full",
                                   f"queue of route {route.name!r} is full "

@@ -88,10 +88,14 @@ class Responder:
         timings: Timings,
         deadline_ms: float,
         late: bool = False,
+        to_route: bool = True,
     ) -> None:
+        """Publish a result on the route's topic (unless ``to_route`` is false: nothing new
+        to say there) and answer the requester's Response Topic."""
         payload = results.result_payload(identity, result, timings, deadline_ms, late)
         self._stats.answered(identity.route, timings, late)
-        self._publish(Outbound(topic, payload, qos=qos))
+        if to_route:
+            self._publish(Outbound(topic, payload, qos=qos))
         self._reply(message, payload)
 
     def error(

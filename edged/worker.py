@@ -80,11 +80,11 @@ class Worker(threading.Thread):
         if self._not_worth_starting(job, start, timings):
             return
         try:
-            tensor = job.route.prepare(job.message.payload)
+            tensor, geometry = job.route.prepare(job.message.payload, job.array)
             t1 = self._clock()
             outputs = self.session.run(tensor)
             t2 = self._clock()
-            result = job.route.postprocess(outputs)
+            result, to_route = job.route.finish(outputs, tensor, geometry, job.message)
         except MessageError as exc:
             self._responder.error(job.identity, job.message, exc.reason, str(exc),
                                   job.deadline.budget_ms)
@@ -106,7 +106,7 @@ class Worker(threading.Thread):
             return
         self._responder.result(job.identity, job.message, job.publish_topic,
                                job.route.config.publish_qos, result, timings,
-                               job.deadline.budget_ms, late=late)
+                               job.deadline.budget_ms, late=late, to_route=to_route)
 
     def _track_backend(self) -> None:
         """After a switch between accelerator and CPU, old service times mislead."""

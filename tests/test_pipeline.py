@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from edged.config import ModelConfig, RouteConfig
-from edged.pipeline import Job, Pipeline, Route
+from edged.pipeline import Job, Pipeline
 from edged.responder import Responder
+from edged.routes import Route
 from edged.runtime import LoadedModel, load_model, select_backend
 from edged.stats import Stats
 from edged.types import Inbound, Outbound
