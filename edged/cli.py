@@ -82,7 +82,7 @@ def check(config: Path, runtime: str | None) -> int:
     loaded = load(settings, runtime)
     print(f"runtime  {loaded.backend.describe()}")
     for route in settings.routes:  # what start-up would refuse: input or output mismatch
-        Route.bind(route, loaded.models[route.model])
+        Route.bind(route, loaded.models)
     _print_report(settings, loaded)
     print("ok")
     return EX_OK

@@ -291,6 +291,10 @@ class RouteConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     subscribe: str = Field(description="MQTT filter; wildcards and $share/GROUP/ allowed")
     model: str
+    chain: tuple[str, ...] = Field(
+        (), max_length=8, description="models run after `model`, each fed the previous one's "
+        "output (e.g. a feature extractor, then a classifier); one deadline for the whole chain"
+    )
     input: InputConfig = InputConfig()
     publish: str = Field("{prefix}/{device_id}/predictions/{route}")
     publish_qos: int = Field(1, ge=0, le=2)
@@ -406,12 +410,13 @@ class Settings(BaseSettings):
             if route.name in names:
                 raise ValueError(f"route name {route.name!r} is used twice")
             names.add(route.name)
-            if route.model not in self.models:
-                known = ", ".join(sorted(self.models)) or "none are configured"
-                raise ValueError(
-                    f"route {route.name!r} uses model {route.model!r}, which is not under "
-                    f"'models' (known: {known})"
-                )
+            for model in (route.model, *route.chain):
+                if model not in self.models:
+                    known = ", ".join(sorted(self.models)) or "none are configured"
+                    raise ValueError(
+                        f"route {route.name!r} uses model {model!r}, which is not under "
+                        f"'models' (known: {known})"
+                    )
         return self
 
     def resolve_paths(self, base: Path) -> Settings:

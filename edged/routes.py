@@ -4,7 +4,7 @@ lives here, one set per route."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,19 +31,31 @@ class Route:
     postprocess: PostProcessor
     anomaly: AnomalyTracker | None = None
     windowers: Windowers | None = None
+    chain: tuple[LoadedModel, ...] = ()
+    """Models run after ``model``, each fed the previous one's output."""
 
     @classmethod
-    def bind(cls, config: RouteConfig, model: LoadedModel) -> Route:
-        """Raises ConfigError when the route's input or output handling cannot serve the
-        model (checked at start-up and by ``edged check``, never on a message)."""
+    def bind(cls, config: RouteConfig, models: Mapping[str, LoadedModel]) -> Route:
+        """Raises ConfigError when the route's input or output handling cannot serve its
+        models (checked at start-up and by ``edged check``, never on a message)."""
         try:
-            return cls._bind(config, model)
+            chain = tuple(models[name] for name in config.chain)
+            _check_chain(models[config.model], chain)
+            return cls._bind(config, models[config.model], chain)
         except ValueError as exc:
             raise ConfigError(f"route {config.name!r}", [str(exc)]) from None
 
+    @property
+    def last(self) -> LoadedModel:
+        """The model whose outputs become the result."""
+        return self.chain[-1] if self.chain else self.model
+
     @classmethod
-    def _bind(cls, config: RouteConfig, model: LoadedModel) -> Route:
-        inp, spec, mc = config.input, model.input, model.config
+    def _bind(cls, config: RouteConfig, model: LoadedModel,
+              chain: tuple[LoadedModel, ...]) -> Route:
+        inp, spec = config.input, model.input
+        last = chain[-1] if chain else model
+        mc = last.config
         options = None
         if inp.format in image.IMAGE_FORMATS:
             options = image.ImageOptions.from_config(inp, spec.shape)
@@ -52,11 +64,13 @@ class Route:
         frames = None
         if options is not None and mc.postprocess == "detection":
             frames = codec.frame_decoder_for(inp.format, options, inp.base64_field)
-        post_options = postprocess.PostOptions.from_config(mc, model.labels)
-        post = postprocess.postprocessor_for(mc.postprocess, model.outputs, model.labels,
-                                             mc.top_k, options=post_options, input_spec=spec)
+        post_options = postprocess.PostOptions.from_config(mc, last.labels)
+        post = postprocess.postprocessor_for(mc.postprocess, last.outputs, last.labels,
+                                             mc.top_k, options=post_options,
+                                             input_spec=last.input)
         anomaly = AnomalyTracker(post_options.anomaly) if post_options.anomaly else None
-        return cls(config, model, decode, frames, post, anomaly, _windowers(config, model))
+        return cls(config, model, decode, frames, post, anomaly, _windowers(config, model),
+                   chain)
 
     @property
     def name(self) -> str:
@@ -94,9 +108,32 @@ class Route:
         if self.anomaly is not None:
             result = self.anomaly.observe(message.topic, result["score"], message.received_mono)
             return result, bool(result["changed"])
-        if self.model.config.postprocess == "classification" and result.get("label") is None:
+        if self.last.config.postprocess == "classification" and result.get("label") is None:
             return result, False  # nothing reached the threshold
         return result, True
+
+
+def handoff(outputs: Sequence[Array], source: LoadedModel, target: LoadedModel) -> Array:
+    """One chain link: the source's output as the target's input tensor. Quantized values
+    pass as they are when both sides share dtype, scale and zero point; otherwise they go
+    through real values."""
+    out, spec = outputs[0], source.outputs[0]
+    inp = target.input
+    if (out.dtype, spec.scale, spec.zero_point) == (inp.dtype, inp.scale, inp.zero_point):
+        return preprocess.fit_shape(out, inp)
+    return preprocess.to_input_tensor(postprocess.dequantize(out, spec), inp)
+
+
+def _check_chain(first: LoadedModel, chain: tuple[LoadedModel, ...]) -> None:
+    links = zip((first, *chain[:-1]), chain, strict=True) if chain else iter(())
+    for source, target in links:
+        if len(source.outputs) != 1:
+            raise ValueError(f"chain: {source.name!r} has {len(source.outputs)} outputs; "
+                             "a link passes exactly one")
+        have, want = source.outputs[0].shape, target.input.shape
+        if int(np.prod(have)) != int(np.prod(want)):
+            raise ValueError(f"chain: {source.name!r} outputs {list(have)}, which does not "
+                             f"fit {target.name!r}'s input {list(want)}")
 
 
 def _windowers(config: RouteConfig, model: LoadedModel) -> Windowers | None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import structlog
 
 from edged.errors import MessageError
@@ -17,12 +18,14 @@ from edged.estimate import ServiceTimeEstimate
 from edged.queues import ModelScheduler
 from edged.responder import Responder
 from edged.results import Timings
+from edged.routes import Route, handoff
 from edged.runtime import LoadedModel, Session
 
 if TYPE_CHECKING:
     from edged.pipeline import Job
 
 log = structlog.get_logger("edged.worker")
+Array = np.ndarray[Any, Any]
 POLL_S = 0.5  # how often an idle worker shows it is alive
 
 
@@ -31,7 +34,9 @@ class Worker(threading.Thread):
                  estimate: ServiceTimeEstimate, responder: Responder,
                  clock: Callable[[], float], niceness: int = 0) -> None:
         super().__init__(name=f"worker-{model.name}-{index}", daemon=True)
+        self.index = index
         self.session = Session(model, worker=index)
+        self._chain_sessions: dict[str, Session] = {}
         self._backend = self.session.backend_name
         self._scheduler = scheduler
         self._estimate = estimate
@@ -55,7 +60,8 @@ class Worker(threading.Thread):
         try:
             self._serve()
         finally:
-            self.session.close()  # stops accelerator retries and child processes
+            for session in (self.session, *self._chain_sessions.values()):
+                session.close()  # stops accelerator retries and child processes
 
     def _serve(self) -> None:
         while not self.stop_event.is_set():
@@ -82,7 +88,7 @@ class Worker(threading.Thread):
         try:
             tensor, geometry = job.route.prepare(job.message.payload, job.array)
             t1 = self._clock()
-            outputs = self.session.run(tensor)
+            outputs = self._invoke(job.route, tensor)
             t2 = self._clock()
             result, to_route = job.route.finish(outputs, tensor, geometry, job.message)
         except MessageError as exc:
@@ -107,6 +113,18 @@ class Worker(threading.Thread):
         self._responder.result(job.identity, job.message, job.publish_topic,
                                job.route.config.publish_qos, result, timings,
                                job.deadline.budget_ms, late=late, to_route=to_route)
+
+    def _invoke(self, route: Route, tensor: Array) -> list[Array]:
+        """Run the route's model, then each model of its chain on the previous output."""
+        outputs = self.session.run(tensor)
+        source = route.model
+        for target in route.chain:
+            session = self._chain_sessions.get(target.name)
+            if session is None:  # this thread's own interpreter for each chained model
+                session = self._chain_sessions[target.name] = Session(target, worker=self.index)
+            outputs = session.run(handoff(outputs, source, target))
+            source = target
+        return outputs
 
     def _track_backend(self) -> None:
         """After a switch between accelerator and CPU, old service times mislead."""

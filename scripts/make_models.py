@@ -93,7 +93,7 @@ VIBRATION_CLASSES = ("normal", "imbalance", "misalignment", "bearing_fault")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 BENCH_WARMUP = 20
 BENCH_INVOKES = 200
-MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection")
+MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection", "chain")
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -393,6 +393,63 @@ def make_digits(out_dir: Path) -> dict[str, Any]:
         summary="Small CNN on scikit-learn load_digits (8x8 handwritten digits 0-9)",
         input_meaning="grey image, pixel/16.0: 0.0 = background, 1.0 = full ink",
     )
+
+
+# --------------------------------------------------------------------------- chain
+
+
+def chain_predict(features: Path, head: Path, x: FloatArray) -> IntArray:
+    """Run the two-model chain as edged does: the extractor's quantized output goes through
+    real values into the head's input quantization."""
+    first, second = make_interpreter(features), make_interpreter(head)
+    f_in, f_out = first.get_input_details()[0], first.get_output_details()[0]
+    h_in, h_out = second.get_input_details()[0], second.get_output_details()[0]
+    scale, zero = f_out["quantization"]
+    predictions = []
+    for sample in x:
+        first.set_tensor(f_in["index"], quantize_input(sample[None], f_in))
+        first.invoke()
+        real = (first.get_tensor(f_out["index"]).astype(np.float32) - zero) * scale
+        second.set_tensor(h_in["index"], quantize_input(real, h_in))
+        second.invoke()
+        predictions.append(int(np.argmax(second.get_tensor(h_out["index"]))))
+    return np.asarray(predictions, dtype=np.int64)
+
+
+def make_chain(out_dir: Path) -> dict[str, Any]:
+    """The digits CNN split in two for model chains: a feature extractor (image -> 32
+    features) and a classifier head (32 features -> 10 classes), quantized separately."""
+    set_seeds()
+    x_train, x_test, y_train, y_test = load_digits_split()
+    model = build_digits_model()
+    x_aug, y_aug = augment_digits(x_train, y_train)
+    train_classifier(model, x_aug, y_aug, epochs=30)
+    float_acc = keras_accuracy(model, x_test, y_test)
+    extractor = tf.keras.Model(model.inputs, model.layers[-2].output, name="digits_features")
+    head = tf.keras.Sequential([tf.keras.Input(shape=(32,)), model.layers[-1]],
+                               name="digits_head")
+    calibration = x_train[np.random.default_rng(SEED).choice(len(x_train), 300, replace=False)]
+    features_path = out_dir / "digits_features_int8.tflite"
+    head_path = out_dir / "digits_head_int8.tflite"
+    features_path.write_bytes(quantize_full_int(extractor, (8, 8, 1), calibration, tf.uint8))
+    head_path.write_bytes(quantize_full_int(head, (32,), extractor.predict(calibration,
+                                                                           verbose=0),
+                                            tf.uint8))
+    evaluation = Evaluation(
+        file="digits_holdout.npz", input_key="images", label_key="labels",
+        size=len(y_test), float_accuracy=float_acc,
+        int8_accuracy=float(np.mean(chain_predict(features_path, head_path, x_test) == y_test)),
+    )
+    check_accuracy("chain", evaluation)
+    entry = describe(
+        out_dir, name="chain", file=features_path.name, labels=None, evaluation=evaluation,
+        summary="Digits CNN split for model chains: this feature extractor (8x8 image -> 32 "
+        "features), then `digits_head_int8.tflite` (32 features -> 10 classes, labels "
+        "digits.labels); accuracy is the whole chain's",
+        input_meaning="grey image, pixel/16.0",
+    )
+    entry["head_file"] = head_path.name
+    return entry
 
 
 # --------------------------------------------------------------------------- vibration
@@ -771,6 +828,7 @@ BUILDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "vibration": make_vibration,
     "mobilenet": make_mobilenet,
     "detection": make_detection,
+    "chain": make_chain,
 }
 
 

@@ -50,7 +50,8 @@ def make(digits: LoadedModel, published: list[Outbound], clock: FakeClock,
     stats = Stats()
     stats.add_route("cam", "digits")
     responder = Responder(published.append, "box", "edged", stats)
-    pipeline = Pipeline([Route.bind(RouteConfig(**values), digits)], responder, stats, clock)
+    pipeline = Pipeline([Route.bind(RouteConfig(**values), {"digits": digits})], responder, stats,
+                        clock)
     return pipeline, stats
 
 
@@ -65,8 +66,8 @@ def bodies(published: list[Outbound], topic: str) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in published if m.topic == topic]
 
 
-def queued(pipeline: Pipeline) -> Iterator[Job]:
-    return iter(pipeline.models["digits"].scheduler.drain())
+def queued(pipeline: Pipeline, model: str = "digits") -> Iterator[Job]:
+    return iter(pipeline.models[model].scheduler.drain())
 
 
 def test_a_message_that_expired_before_arrival_is_refused(digits: LoadedModel,
@@ -191,3 +192,38 @@ def test_a_malformed_user_deadline_is_bad_input(digits: LoadedModel,
     (reply,) = bodies(published, "reply/me")
     assert reply["error"]["reason"] == "bad_input"
     assert "deadline_ms" in reply["error"]["message"]
+
+
+def test_a_chain_feeds_each_models_output_to_the_next(published: list[Outbound]) -> None:
+    backend = select_backend()
+    features = load_model("features", ModelConfig(
+        path=MODELS / "digits_features_int8.tflite", postprocess="raw"), backend)
+    head = load_model("head", ModelConfig(path=MODELS / "digits_head_int8.tflite",
+                                          labels=MODELS / "digits.labels"), backend)
+    manifest = json.loads((MODELS / "manifest.json").read_text())["models"]["chain"]
+    clock = FakeClock()
+    stats = Stats()
+    stats.add_route("cam", "features")
+    route = Route.bind(RouteConfig(name="cam", subscribe="cam/+", model="features",
+                                   chain=("head",), deadline_ms=10_000),
+                       {"features": features, "head": head})
+    pipeline = Pipeline([route], Responder(published.append, "box", "edged", stats), stats,
+                        clock)
+    data = np.load(MODELS / "digits_holdout.npz")
+    worker = pipeline.models["features"].workers[0]
+    for image in data["images"]:
+        payload = np.rint(image * 255).astype(np.uint8).tobytes()
+        pipeline.submit(Inbound("cam/1", payload, 0, 1.7e9, clock.now, None, None))
+        (job,) = queued(pipeline, "features")
+        worker._run(job)
+    labels = [int(b["result"]["label"]) for b in bodies(published, "edged/box/predictions/cam")]
+    accuracy = float(np.mean(np.array(labels) == data["labels"]))
+    assert accuracy == pytest.approx(manifest["int8_accuracy"], abs=5e-4)
+
+
+def test_a_chain_whose_link_does_not_fit_is_refused(digits: LoadedModel) -> None:
+    from edged.errors import ConfigError
+
+    config = RouteConfig(name="cam", subscribe="cam/+", model="digits", chain=("digits",))
+    with pytest.raises(ConfigError, match=r"outputs \[1, 10\], which does not fit"):
+        Route.bind(config, {"digits": digits})
