@@ -40,8 +40,6 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -192,6 +190,57 @@ class Phase:
     answers: dict[int, tuple[float, str | None]] = field(default_factory=dict)
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return len(data).to_bytes(2, "big") + data
+
+
+class RawPublisher:
+    """A minimal MQTT 5 QoS 0 publisher on a plain socket. A load generator must cost far
+    less than what it measures: paho spends tens of microseconds of Python per message,
+    this writes one pre-built header and the payload with one sendmsg call."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # CONNECT: protocol MQTT v5, clean start, keepalive 0 (off), no properties.
+        body = _utf8("MQTT") + bytes([5, 0x02]) + (0).to_bytes(2, "big") + b"\x00"
+        body += _utf8(client_id)
+        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        connack = self.sock.recv(16)
+        if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
+            raise ConnectionError(f"broker refused the load generator: {connack!r}")
+
+    def publish(self, topic: str, payload: bytes, response_topic: str, correlation: bytes,
+                user: tuple[str, str]) -> None:
+        props = (b"\x08" + _utf8(response_topic) + b"\x09" + _utf8(correlation)
+                 + b"\x26" + _utf8(user[0]) + _utf8(user[1]))
+        head = _utf8(topic) + _varint(len(props)) + props
+        header = b"\x30" + _varint(len(head) + len(payload)) + head
+        views = [memoryview(header), memoryview(payload)]
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if views and sent:
+                views[0] = views[0][sent:]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"\xe0\x00")  # DISCONNECT
+        self.sock.close()
+
+
 class Loader:
     def __init__(self, port: int, payload: bytes) -> None:
         self.payload = payload
@@ -201,18 +250,13 @@ class Loader:
                                  daemon=True)
         self._receiver.start()
         self._conn.recv()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sender",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.connect("127.0.0.1", port)
-        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client.loop_start()
+        self.sender = RawPublisher(port, f"bench-sender-{uuid.uuid4().hex[:6]}")
         self._seq = 0
 
     def close(self) -> None:
         self._conn.send("stop")
         self._receiver.join(10)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.sender.close()
 
     def run(self, phase: Phase, seconds: float, deadline_ms: float, poisson: bool) -> float:
         """Send open-loop for ``seconds``, then collect the answers; return the send rate."""
@@ -224,13 +268,11 @@ class Loader:
             if due > now:
                 time.sleep(min(due - now, 0.002))
                 continue
-            props = Properties(PacketTypes.PUBLISH)
-            props.ResponseTopic = self.reply_topic
-            props.CorrelationData = str(self._seq).encode()
             sent = time.time()
-            props.UserProperty = [("deadline", str(int(sent * 1000 + deadline_ms)))]
             phase.sent_at[self._seq] = sent
-            self.client.publish("bench/cam/in", self.payload, qos=0, properties=props)
+            self.sender.publish("bench/cam/in", self.payload, self.reply_topic,
+                                str(self._seq).encode(),
+                                ("deadline", str(int(sent * 1000 + deadline_ms))))
             self._seq += 1
             due += rng.exponential(gap) if poisson else gap
             if now >= next_report:
