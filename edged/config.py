@@ -368,6 +368,22 @@ class LoggingConfig(Section):
     )
 
 
+class DiscoveryConfig(Section):
+    enabled: bool = Field(
+        False, description="publish Home Assistant MQTT discovery configs (retained) on "
+        "connect, so each route shows up as a sensor with edged's availability"
+    )
+    prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_topic(cls, value: str) -> str:
+        topics.validate_template(value)
+        if "{" in value:
+            raise ValueError("the discovery prefix cannot contain placeholders")
+        return value.strip("/")
+
+
 class Settings(BaseSettings):
     """The whole configuration of one edged process."""
 
@@ -390,6 +406,7 @@ class Settings(BaseSettings):
         "the MQTT thread that reads frames and sends answers"
     )
     outbox: OutboxConfig = OutboxConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     @classmethod
     def settings_customise_sources(

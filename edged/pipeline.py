@@ -212,7 +212,7 @@ class Pipeline:
 
     # --- Reload (issue 5). Added by the server's owner; the rest of this class is untouched.
 
-    def replace(self, routes: Sequence[Route]) -> list[ModelWorkers]:
+    def replace(self, routes: Sequence[Route], niceness: int = 0) -> list[ModelWorkers]:
         """Serve ``routes`` from now on; return the retired ``ModelWorkers``.
 
         Call it on the thread that calls ``submit`` (the MQTT thread), so no message sees
@@ -226,7 +226,7 @@ class Pipeline:
             name = route.model.name
             if name not in models:
                 models[name] = self._reusable(name, route.model, routes) or ModelWorkers(
-                    route.model, self._responder, self._clock)
+                    route.model, self._responder, self._clock, niceness)
             cfg = route.config
             fresh = self.models.get(name) is not models[name]
             if fresh or self._queue_of(route.name) != (name, cfg.queue, cfg.queue_size,
@@ -256,6 +256,11 @@ class Pipeline:
         changed its queue (a queue cannot be resized with jobs in it)."""
         current = self.models.get(name)
         if current is None or current.model is not model:
+            return None
+        # Workers cache a session per chained model name: a reloaded one needs new workers.
+        running = {m.name: m for r in self.routes for m in (r.model, *r.chain)}
+        if any(m is not running.get(m.name, m) for r in routes if r.model.name == name
+               for m in r.chain):
             return None
         for route in routes:
             old = self._queue_of(route.name)

@@ -1,4 +1,5 @@
-"""Lifecycle: load (phase two), start, serve until told to stop, shut down cleanly."""
+"""Lifecycle: load (phase two), start, serve until told to stop, reload on SIGHUP, shut
+down cleanly. Signal handlers only set flags; the main thread acts on them."""
 
 from __future__ import annotations
 
@@ -8,21 +9,27 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
-from edged import metrics, topics
+from edged import logs, metrics, reload, topics
 from edged.config import Settings
+from edged.errors import EdgedError
 from edged.mqtt import MqttClient
-from edged.pipeline import Pipeline, Route
+from edged.outbox import Outbox
+from edged.pipeline import ModelWorkers, Pipeline
 from edged.responder import Responder
+from edged.routes import Route
 from edged.runtime import Backend, LoadedModel, load_model, select_backend
 from edged.stats import Stats
+from edged.systemd import Notifier, Watchdog
 from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.server")
 SWITCH_INTERVAL_S = 0.0005
+STATUS_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,18 +48,26 @@ def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
 
 
 class Server:
-    """One edged process: ``start``, ``serve``, ``shutdown``; ``run`` does all three."""
+    """One edged process: ``start``, ``serve``, ``shutdown``; ``run`` does all three.
 
-    def __init__(self, settings: Settings, loaded: Loaded) -> None:
+    ``config_path`` is the file SIGHUP re-reads; without it a reload is refused.
+    """
+
+    def __init__(self, settings: Settings, loaded: Loaded, config_path: Path | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.loaded = loaded
+        self.config_path = config_path
         self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
         self.stats = Stats()
+        self.notifier = notifier or Notifier()
+        self._fingerprints = {n: reload.fingerprint(m.config) for n, m in loaded.models.items()}
         prefix = settings.mqtt.topic_prefix
         device = topics.safe_level(settings.device_id)
         self.status_topic = f"{prefix}/{device}/status"
         self.stats_topic = f"{prefix}/{device}/stats"
-        routes = [Route.bind(r, loaded.models[r.model]) for r in settings.routes]
+        routes = [Route.bind(r, loaded.models) for r in settings.routes]
         for route in routes:
             self.stats.add_route(route.name, route.model.name)
         self.mqtt = MqttClient(
@@ -61,14 +76,22 @@ class Server:
             status_topic=self.status_topic,
             subscriptions=[r.subscribe for r in settings.routes],
             on_message=self._on_message,
+            outbox=Outbox(settings.outbox),
         )
         self.responder = Responder(self.mqtt.publish, settings.device_id, prefix, self.stats)
-        self.pipeline = Pipeline(routes, self.responder, self.stats)
+        self.pipeline = Pipeline(routes, self.responder, self.stats,
+                                 niceness=settings.worker_niceness)
+        self.watchdog: Watchdog | None = None
+        self._retiring: list[threading.Thread] = []
         self._signals = 0
 
     def _on_message(self, message: Inbound) -> None:
         # The MQTT client is built before the pipeline, which publishes through it.
         self.pipeline.submit(message)
+
+    def heartbeats(self) -> dict[str, float]:
+        """Every thread the watchdog vouches for: the workers and the MQTT loop."""
+        return {**self.pipeline.heartbeats(), "mqtt": self.mqtt.loop_beat}
 
     def start(self) -> None:
         # Workers release the GIL while invoking; when one returns it must get the GIL back
@@ -88,32 +111,113 @@ class Server:
             models={n: m.config.workers for n, m in self.loaded.models.items()},
             routes=[r.name for r in self.settings.routes],
         )
+        # Models are loaded and warmed up by now (phase two); the broker may still be down,
+        # which edged rides out on its own: that is no reason to hold back READY.
+        self.notifier.ready(self.status_line())
+        if self.notifier.watchdog_s:
+            self.watchdog = Watchdog(self.notifier, self.heartbeats, self.notifier.watchdog_s)
+            self.watchdog.start()
 
     def serve(self) -> None:
-        """Block until a stop is requested, publishing stats on the configured interval."""
+        """Block until a stop is requested: publish stats, update the systemd status and
+        act on reload requests."""
         interval = self.settings.stats_interval_s
-        next_stats = time.monotonic() + interval
-        while not self.stop_requested.wait(0.5):
-            if interval and time.monotonic() >= next_stats:
-                next_stats += interval
+        now = time.monotonic()
+        next_stats, next_status = now + interval, now + STATUS_INTERVAL_S
+        while not self.stop_requested.wait(0.2):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+                interval = self.settings.stats_interval_s
+            now = time.monotonic()
+            if interval and now >= next_stats:
+                next_stats = now + interval
                 self.publish_stats()
+            if now >= next_status:
+                next_status = now + STATUS_INTERVAL_S
+                self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        totals = self.stats.totals()
+        outbox = self.mqtt.outbox.snapshot()
+        return (f"broker {self.mqtt.state.summary()}; {len(self.pipeline.routes)} routes; "
+                f"received {totals['received']}, answered {totals['succeeded']}, "
+                f"failed {totals['failed']}; outbox {outbox['waiting']} waiting, "
+                f"{outbox['dropped_full']} dropped")
 
     def publish_stats(self) -> None:
         body = {"device_id": self.settings.device_id, "time": time.time(),
-                **self.stats.snapshot()}
+                **self.stats.snapshot(), "mqtt": self.mqtt.snapshot()}
         self.mqtt.publish(Outbound(self.stats_topic, json.dumps(body).encode(), qos=0))
 
+    def reload(self) -> bool:
+        """Re-read the config, load changed models, swap them in; keep the old ones on any
+        error. The connection stays up and queued messages are finished, not dropped."""
+        if self.config_path is None:
+            log.error("reload refused: edged was not given its config file's path")
+            return False
+        self.notifier.reloading()
+        log.info("reloading", config=str(self.config_path))
+        try:
+            plan = reload.prepare(self.config_path, self.settings, self.loaded.models,
+                                  self._fingerprints, self.loaded.backend)
+            routes = [Route.bind(r, plan.models) for r in plan.settings.routes]
+        except (EdgedError, ValueError) as exc:
+            log.error("reload rejected; the running configuration keeps serving",
+                      config=str(self.config_path), error=str(exc))
+            self.notifier.ready(self.status_line())
+            return False
+        self._swap(routes, plan.settings.worker_niceness)
+        self.settings, self._fingerprints = plan.settings, plan.fingerprints
+        self.loaded = Loaded(self.loaded.backend, plan.models)
+        logs.configure(plan.settings.logging.level, plan.settings.logging.format)
+        if plan.restart_needed:
+            log.warning("changed sections take effect at the next restart",
+                        sections=list(plan.restart_needed))
+        log.info("reloaded", models_loaded=list(plan.loaded),
+                 routes=[r.name for r in routes])
+        self.notifier.ready(self.status_line())
+        return True
+
+    def _swap(self, routes: list[Route], niceness: int) -> None:
+        retired: list[ModelWorkers] = []
+
+        def swap() -> None:  # on the MQTT thread: no message is mid-submit meanwhile
+            retired.extend(self.pipeline.replace(routes, niceness))
+            self.mqtt.set_subscriptions([r.config.subscribe for r in routes])
+
+        if not self.mqtt.call_in_loop(swap):
+            log.error("the MQTT thread did not take the new routes within 10 s")
+        for workers in retired:
+            thread = threading.Thread(target=self._retire, args=(workers,),
+                                      name=f"retire-{workers.model.name}", daemon=True)
+            thread.start()
+            self._retiring.append(thread)
+
+    def _retire(self, workers: ModelWorkers) -> None:
+        """Let replaced workers finish what they had queued; reject only what is left."""
+        for job in workers.stop(self.settings.shutdown_timeout_s):
+            self.responder.error(job.identity, job.message, "shutdown",
+                                 "its model was replaced by a reload before it could run")
+
     def shutdown(self) -> None:
-        """Stop taking messages, finish or reject what is queued, say ``stopped``."""
+        """Stop taking messages, finish or reject what is queued, deliver the outbox (or
+        keep it in the spool), say ``stopped``."""
         timeout = self.settings.shutdown_timeout_s
         log.info("shutting down", timeout_s=timeout)
+        self.notifier.stopping()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.pipeline.stop(timeout)
+        for thread in self._retiring:
+            thread.join(timeout)
         self.publish_stats()
-        self.mqtt.stop()
+        self.mqtt.stop(self.settings.outbox.flush_timeout_s)
         log.info("stopped", **self.stats.totals())
 
     def install_signal_handlers(self) -> None:
-        """TERM and INT ask for a clean stop; a second INT or TERM forces the exit."""
+        """TERM and INT ask for a clean stop (a second one forces the exit); HUP asks for
+        a reload."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
             self._signals += 1
@@ -123,6 +227,7 @@ class Server:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reload_requested.set())
 
     def run(self) -> None:
         self.install_signal_handlers()

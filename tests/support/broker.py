@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -35,23 +38,69 @@ def mosquitto_binary() -> str:
     return found
 
 
-class Broker:
-    """mosquitto listening on 127.0.0.1 only, with its config and log in ``workdir``."""
+@dataclass(frozen=True)
+class TlsListener:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    """When set, clients must present a certificate signed by this CA."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+
+def passwd_file(path: Path, users: dict[str, str]) -> Path:
+    """A mosquitto password file made with ``mosquitto_passwd`` (hashed, as in the field)."""
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        raise RuntimeError("mosquitto_passwd is missing: apt-get install mosquitto")
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run([tool, "-b", str(path), user, password], check=True,
+                       capture_output=True)
+    path.chmod(0o600)
+    return path
+
+
+class Broker:
+    """mosquitto listening on 127.0.0.1 only, with its config and log in ``workdir``.
+
+    The defaults give an open plain listener with no persistence. ``tls`` adds a TLS
+    listener on ``tls_port`` (the server's certificate, key and the CA that clients must
+    present certificates from, if any); ``password_file`` and ``acl_file`` turn on
+    authentication and authorisation; ``persistence`` keeps sessions and queued messages
+    across a restart, saved after every change so even ``kill -9`` loses (almost) nothing.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, *,
+                 tls: TlsListener | None = None, password_file: Path | None = None,
+                 acl_file: Path | None = None, persistence: bool = False) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
+        self.tls_port = free_port() if tls is not None else None
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "set_tcp_nodelay true\n"
-            f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-        )
+        lines = ["per_listener_settings false", f"listener {self.port} 127.0.0.1"]
+        if tls is not None:
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"certfile {tls.cert}",
+                      f"keyfile {tls.key}"]
+            if tls.client_ca is not None:
+                lines += [f"cafile {tls.client_ca}", "require_certificate true"]
+        lines.append(f"allow_anonymous {'false' if password_file else 'true'}")
+        if password_file is not None:
+            lines.append(f"password_file {password_file}")
+        if acl_file is not None:
+            lines.append(f"acl_file {acl_file}")
+        if persistence:
+            lines += ["persistence true", f"persistence_location {workdir}/",
+                      "autosave_interval 1", "autosave_on_changes true"]
+        else:
+            lines.append("persistence false")
+        if os.geteuid() == 0 and (tls or password_file or acl_file or persistence):
+            # Started as root, mosquitto becomes user "mosquitto", who cannot read a test's
+            # private folder (its certificates, password file) or write its database there.
+            lines.append("user root")
+        lines += ["set_tcp_nodelay true", f"log_dest file {self.log}",
+                  "log_type error", "log_type warning", "log_type notice"]
+        self.conf.write_text("\n".join(lines) + "\n")
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -70,6 +119,23 @@ class Broker:
                 self._proc.kill()
                 self._proc.wait(5)
         self._proc = None
+
+    def kill(self) -> None:
+        """``kill -9``: no goodbye to anyone, nothing saved since the last autosave."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait(5)
+        self._proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the sockets stay open but nothing answers, like a hung broker or a
+        dead network path; only keep-alive notices."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

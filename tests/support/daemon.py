@@ -29,7 +29,10 @@ def digits_config(port: int, **route_overrides: Any) -> dict[str, Any]:
     return {
         "device_id": "test-box",
         "mqtt": {"host": "127.0.0.1", "port": port, "protocol": "5", "topic_prefix": "edged",
-                 "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+                 "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
+                 # Tests share a broker: a persistent session left by one test would hand
+                 # its queued messages to the next edged. Fault tests turn it back on.
+                 "session_expiry_s": 0},
         "models": {
             "digits": {
                 "path": str(MODELS / "digits_int8.tflite"),

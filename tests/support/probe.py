@@ -31,17 +31,32 @@ class Received:
 class Probe:
     """Subscribes to filters and queues every message it gets."""
 
-    def __init__(self, port: int, protocol: str = "5") -> None:
+    def __init__(self, port: int, protocol: str = "5", *, client_id: str | None = None,
+                 session_expiry: int | None = None, username: str | None = None,
+                 password: str | None = None) -> None:
+        """``session_expiry`` (MQTT 5): a persistent session, so the probe gets what was
+        published for it while a broker restart kept it away."""
         self.v5 = protocol == "5"
         self._messages: list[Received] = []
         self._cond = threading.Condition()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"probe-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}",
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
         )
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        props = None
+        if session_expiry is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry
+            self.client.reconnect_delay_set(0.1, 0.5)
+        if self.v5:
+            self.client.connect("127.0.0.1", port, clean_start=session_expiry is None,
+                                properties=props)
+        else:
+            self.client.connect("127.0.0.1", port)
         self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
 
@@ -79,6 +94,11 @@ class Probe:
             if user_properties:
                 props.UserProperty = user_properties
         self.client.publish(topic, payload, qos=qos, properties=props)
+
+    def pending(self) -> int:
+        """Messages received and not yet taken."""
+        with self._cond:
+            return len(self._messages)
 
     def next(self, timeout: float = 10.0, topic: str | None = None) -> Received:
         """The oldest message not yet taken (on ``topic`` if given; others stay for later)."""
