@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Path, runtime: str | None) -> int:
+    # A reload asked for while models are still loading would kill the process (HUP's
+    # default action); the server installs its own handler once it is ready to act on it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = load_settings(config)
     logs.configure(settings.logging.level, settings.logging.format)
     log = structlog.get_logger("edged")

@@ -4,8 +4,10 @@ acknowledged, what it refused, and the connection's state changes (logged once e
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -26,6 +28,8 @@ class Pending:
     """The outbox entry it delivers, acknowledged to the outbox on PUBACK."""
     message: Outbound | None = None
     """A QoS 1 message published directly: put in the outbox if edged stops before PUBACK."""
+    sent_at: float = field(default_factory=time.monotonic, compare=False)
+    """When it was handed to paho (monotonic s), for the outbound lag."""
 
 
 class Tracker:
@@ -35,10 +39,14 @@ class Tracker:
     ``sent`` has recorded the id: such early ids are remembered and matched in ``sent``.
     """
 
-    def __init__(self) -> None:
+    LAG_SMOOTHING = 0.2
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._pending: dict[int, Pending] = {}
         self._early: set[int] = set()
+        self._clock = clock
+        self._lag = 0.0
 
     def sent(self, mid: int, record: Pending) -> bool:
         """Record a publish; True if its acknowledgement already arrived."""
@@ -54,13 +62,28 @@ class Tracker:
             record = self._pending.pop(mid, None)
             if record is None:
                 self._early.add(mid)
+            else:
+                lag = self._clock() - record.sent_at
+                self._lag += self.LAG_SMOOTHING * (lag - self._lag)
             return record
+
+    def lag(self) -> float:
+        """How long a publish handed to paho now takes to leave (s): the larger of the
+        recent completions (smoothed) and the age of the oldest one still waiting, which
+        reacts at once when the outbound side stalls. A result that edged finishes in time
+        but that then waits here reaches its sender late all the same."""
+        with self._lock:
+            # Insertion order is send order: the first pending entry is the oldest.
+            oldest = next(iter(self._pending.values()), None)
+            waiting = self._clock() - oldest.sent_at if oldest is not None else 0.0
+            return max(self._lag, waiting)
 
     def connection_lost(self) -> None:
         """QoS 0 messages not yet written are gone; paho resends QoS 1 ones itself."""
         with self._lock:
             self._pending = {m: p for m, p in self._pending.items() if p.qos > 0}
             self._early.clear()
+            self._lag = 0.0
 
     def outstanding(self) -> int:
         with self._lock:

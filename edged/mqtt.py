@@ -89,6 +89,8 @@ class MqttClient:
         self.refusals = Refusals()
         self.dropped_offline = 0
         self._tracker = Tracker()
+        self.announce: list[Outbound] = []
+        """Published on every connect, after ``online`` (Home Assistant discovery)."""
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stop = threading.Event()
         self._closing = False
@@ -263,6 +265,11 @@ class MqttClient:
 
     # publishing
 
+    def outbound_lag(self) -> float:
+        """Seconds a publish now waits before it leaves; 0 while disconnected, when results
+        go to the outbox instead (delivered late by design, not by congestion)."""
+        return self._tracker.lag() if self.connected.is_set() else 0.0
+
     def publish(self, message: Outbound) -> None:
         """Queue ``message``; never blocks. QoS 0 is dropped (and counted) while
         disconnected; QoS 1 and 2 wait in the outbox."""
@@ -328,6 +335,8 @@ class MqttClient:
         if self._subscriptions:
             self._subscribe(self._subscriptions)
         client.publish(self._status_topic, b"online", qos=1, retain=True)
+        for message in self.announce:  # retained each time: the consumer may have restarted
+            self._send(message, None)
         self.connected.set()
         self.state.change("connected", host=self._config.host, port=self._config.port,
                           session_present=bool(getattr(flags, "session_present", False)),

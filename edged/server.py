@@ -3,6 +3,7 @@ down cleanly. Signal handlers only set flags; the main thread acts on them."""
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -14,7 +15,7 @@ from types import FrameType
 
 import structlog
 
-from edged import logs, metrics, reload, topics
+from edged import discovery, logs, metrics, reload, topics
 from edged.config import Settings
 from edged.errors import EdgedError
 from edged.mqtt import MqttClient
@@ -79,6 +80,10 @@ class Server:
             outbox=Outbox(settings.outbox),
         )
         self.responder = Responder(self.mqtt.publish, settings.device_id, prefix, self.stats)
+        self.responder.outbound_lag = self.mqtt.outbound_lag
+        announced = discovery.plan(settings)
+        self.mqtt.announce = announced.messages
+        self._not_announced = announced.skipped
         self.pipeline = Pipeline(routes, self.responder, self.stats,
                                  niceness=settings.worker_niceness)
         self.watchdog: Watchdog | None = None
@@ -98,11 +103,18 @@ class Server:
         # quickly even while the MQTT thread is parsing a large frame. The default 5 ms switch
         # interval put whole milliseconds on the answer's latency (see docs/benchmarks.md).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # Everything loaded so far lives as long as the process: keep the collector from
+        # walking it again and again, which would show as pauses in the answers' latency.
+        gc.collect()
+        gc.freeze()
         self.pipeline.start()
         metrics_cfg = self.settings.metrics
         if metrics_cfg.port is not None:
             metrics.serve(self.stats, metrics_cfg.host, metrics_cfg.port)
             log.info("metrics endpoint", url=f"http://{metrics_cfg.host}:{metrics_cfg.port}/")
+        for skipped in self._not_announced:
+            log.warning("route left out of Home Assistant discovery", route=skipped.route,
+                        reason=skipped.reason)
         self.mqtt.start()
         log.info(
             "edged started",
@@ -168,6 +180,7 @@ class Server:
             self.notifier.ready(self.status_line())
             return False
         self._swap(routes, plan.settings.worker_niceness)
+        self._announce(plan.settings)
         self.settings, self._fingerprints = plan.settings, plan.fingerprints
         self.loaded = Loaded(self.loaded.backend, plan.models)
         logs.configure(plan.settings.logging.level, plan.settings.logging.format)
@@ -178,6 +191,13 @@ class Server:
                  routes=[r.name for r in routes])
         self.notifier.ready(self.status_line())
         return True
+
+    def _announce(self, new: Settings) -> None:
+        """Remove the discovery entries of deleted routes and publish the current ones."""
+        messages = discovery.discovery_messages(new)
+        for message in (*discovery.removal_messages(self.settings, new), *messages):
+            self.mqtt.publish(message)
+        self.mqtt.announce = messages
 
     def _swap(self, routes: list[Route], niceness: int) -> None:
         retired: list[ModelWorkers] = []

@@ -6,6 +6,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from edged import discovery, results
 from edged.config import Settings
 from edged.results import Identity, Timings
+from tests.support.broker import Broker
+from tests.support.daemon import Edged, digits_config
+from tests.support.probe import Probe
 
 
 @pytest.fixture(autouse=True)
@@ -162,3 +166,33 @@ def test_removal_clears_what_a_reload_took_away() -> None:
 def test_a_prefix_with_wildcards_is_refused() -> None:
     with pytest.raises(ValueError, match="wildcards"):
         settings(discovery={"enabled": True, "prefix": "ha/#"})
+
+
+@pytest.mark.integration
+def test_the_daemon_announces_its_routes_retained_on_connect(
+    tmp_path: Path, broker: Broker, daemons: list[Edged]
+) -> None:
+    config = digits_config(broker.port)
+    config["discovery"] = {"enabled": True}
+    edged = Edged(tmp_path, config)
+    daemons.append(edged)
+    edged.start()
+    watcher = Probe(broker.port)
+    try:
+        watcher.subscribe("edged/test-box/status")
+        while watcher.next(timeout=60, topic="edged/test-box/status").payload != b"online":
+            pass
+        # Retained: a consumer that subscribes afterwards (Home Assistant starting) gets it.
+        late = Probe(broker.port)
+        try:
+            late.subscribe("homeassistant/sensor/+/+/config")
+            announced = late.next(timeout=10)
+        finally:
+            late.close()
+    finally:
+        watcher.close()
+    assert announced.retain
+    assert announced.topic == "homeassistant/sensor/test-box/cam/config"
+    body = announced.json()
+    assert body["state_topic"] == "edged/test-box/predictions/cam"
+    assert body["availability"][0]["topic"] == "edged/test-box/status"

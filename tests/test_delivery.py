@@ -1,0 +1,58 @@
+"""The publish tracker's outbound lag, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from edged.delivery import Pending, Tracker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pending(clock: Clock, qos: int = 0) -> Pending:
+    return Pending("t", qos, sent_at=clock.now)
+
+
+def test_no_traffic_no_lag() -> None:
+    assert Tracker(Clock()).lag() == 0.0
+
+
+def test_the_oldest_waiting_publish_sets_the_lag_at_once() -> None:
+    clock = Clock()
+    tracker = Tracker(clock)
+    tracker.sent(1, pending(clock))
+    clock.now += 0.5
+    tracker.sent(2, pending(clock))
+    assert tracker.lag() == pytest.approx(0.5)
+    tracker.acked(1)  # took 0.5 s: the smoothed lag moves a fifth of the way
+    assert tracker.lag() == pytest.approx(0.1)
+
+
+def test_completed_lag_is_smoothed_and_forgotten_with_the_connection() -> None:
+    clock = Clock()
+    tracker = Tracker(clock)
+    for mid in range(3):
+        tracker.sent(mid, pending(clock, qos=1))
+        clock.now += 0.010
+        tracker.acked(mid)
+    assert tracker.lag() == pytest.approx(0.010 * (1 - 0.8**3))
+    tracker.sent(9, pending(clock, qos=1))
+    clock.now += 2.0
+    assert tracker.lag() == pytest.approx(2.0)
+    tracker.connection_lost()  # the QoS 1 publish stays pending, but the smoothing restarts
+    assert tracker.outstanding() == 1
+
+
+def test_an_acknowledgement_before_the_record_is_matched_later() -> None:
+    clock = Clock()
+    tracker = Tracker(clock)
+    assert tracker.acked(5) is None
+    assert tracker.sent(5, pending(clock)) is True  # already delivered: nothing waits
+    clock.now += 10
+    assert tracker.lag() == 0.0
