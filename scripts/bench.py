@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing import Pipe, Process
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -117,7 +118,8 @@ def start_edged(work: Path, port: int, args: argparse.Namespace) -> subprocess.P
         "routes": [{"name": "bench", "subscribe": "bench/+/in", "model": "m",
                     "input": {"format": "raw"}, "publish": "bench/out/{route}",
                     "publish_qos": 0, "deadline_ms": args.deadline_ms,
-                    "queue": args.queue, "queue_size": args.queue_size}],
+                    "queue": args.queue, "queue_size": args.queue_size,
+                    "reply_margin_ms": args.reply_margin_ms}],
         "logging": {"format": "json", "level": "warning"},
         "stats_interval_s": 0,
     }
@@ -153,7 +155,7 @@ def reset_peak_rss(pid: int) -> None:
 
 def receive(port: int, topic: str, conn: Connection) -> None:
     """Receiver process: collect answers per phase until told to stop."""
-    answers: dict[int, tuple[float, str | None]] = {}
+    answers: dict[int, Answer] = {}
     lock = threading.Lock()
 
     def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -161,9 +163,12 @@ def receive(port: int, topic: str, conn: Connection) -> None:
         corr = getattr(msg.properties, "CorrelationData", None)
         if corr is None:
             return
-        reason = json.loads(msg.payload)["error"]["reason"] if b'"error":' in msg.payload else None
+        body = json.loads(msg.payload)
+        received = datetime.fromisoformat(body["received_at"].replace("Z", "+00:00"))
+        total = body.get("timings_ms", {}).get("total", 0.0)
+        reason = body["error"]["reason"] if "error" in body else None
         with lock:
-            answers[int(corr)] = (now, reason)
+            answers[int(corr)] = Answer(now, reason, received.timestamp(), total)
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-receiver",
                          protocol=MQTTProtocolVersion.MQTTv5)
@@ -183,11 +188,19 @@ def receive(port: int, topic: str, conn: Connection) -> None:
     client.loop_stop()
 
 
+@dataclass(frozen=True)
+class Answer:
+    arrived: float
+    reason: str | None
+    edged_received: float
+    edged_total_ms: float
+
+
 @dataclass
 class Phase:
     rate: float
     sent_at: dict[int, float] = field(default_factory=dict)
-    answers: dict[int, tuple[float, str | None]] = field(default_factory=dict)
+    answers: dict[int, Answer] = field(default_factory=dict)
 
 
 def _varint(n: int) -> bytes:
@@ -290,12 +303,15 @@ class Loader:
 
 def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
               capacity: float) -> dict[str, Any]:
-    rtts, errors = [], {}
-    for seq, (arrived, reason) in phase.answers.items():
-        if reason is None:
-            rtts.append((arrived - phase.sent_at[seq]) * 1000)
-        else:
-            errors[reason] = errors.get(reason, 0) + 1
+    rtts, errors, late_split = [], {}, []
+    for seq, a in phase.answers.items():
+        if a.reason is not None:
+            errors[a.reason] = errors.get(a.reason, 0) + 1
+            continue
+        rtts.append((a.arrived - phase.sent_at[seq]) * 1000)
+        if rtts[-1] > deadline_ms:  # where did a late answer spend its time?
+            inbound = (a.edged_received - phase.sent_at[seq]) * 1000
+            late_split.append((inbound, a.edged_total_ms, rtts[-1] - inbound - a.edged_total_ms))
     rtt = np.array(rtts)
     sent = len(phase.sent_at)
     on_time = int(np.sum(rtt <= deadline_ms)) if rtt.size else 0
@@ -315,6 +331,10 @@ def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
         "attainment": round(on_time / sent, 4) if sent else None,
         "latency_ms": pct,
         "goodput_of_capacity": round(on_time / seconds / capacity, 4),
+        "late_median_split_ms": {
+            k: round(float(np.median([s[i] for s in late_split])), 2)
+            for i, k in enumerate(("to_edged", "in_edged", "back_to_sender"))
+        } if late_split else None,
     }
 
 
@@ -350,6 +370,8 @@ def main() -> int:
     p.add_argument("--poisson", action="store_true")
     p.add_argument("--queue", default="edf", choices=["fifo", "latest", "edf"])
     p.add_argument("--queue-size", type=int, default=64)
+    p.add_argument("--reply-margin-ms", type=float, default=1.0,
+                   help="route's reply_margin_ms: time kept for the answer's way back")
     p.add_argument("--soak", type=float, default=0.0,
                    help="after the table, run this many seconds at the highest load sampling RSS")
     p.add_argument("--broker", help="HOST:PORT of a broker to use instead of a private one")
@@ -407,13 +429,21 @@ def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subproces
     soak = run_soak(loader, edged.pid, levels[-1][1], args) if args.soak else None
     loader.close()
     print(f"\nmodel {model.name}, {args.workers} workers, deadline {args.deadline_ms:g} ms, "
-          f"queue {args.queue}/{args.queue_size}, raw capacity {capacity:.0f}/s, "
+          f"queue {args.queue}/{args.queue_size}, reply margin {args.reply_margin_ms:g} ms, "
+          f"raw capacity {capacity:.0f}/s, "
           f"invoke p50 {cap['invoke_ms_p50']:.3f} ms p99 {cap['invoke_ms_p99']:.3f} ms")
     print_table(rows)
+    for r in rows:
+        if r["late_median_split_ms"]:
+            split = r["late_median_split_ms"]
+            print(f"  {r['load']}: {r['late']} late answers, median ms: sender -> edged "
+                  f"{split['to_edged']}, in edged {split['in_edged']}, edged -> sender "
+                  f"{split['back_to_sender']}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps({
         "model": model.name, "workers": args.workers, "deadline_ms": args.deadline_ms,
         "queue": args.queue, "queue_size": args.queue_size, "poisson": args.poisson,
+        "reply_margin_ms": args.reply_margin_ms,
         "raw": cap, "levels": rows, "soak": soak,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }, indent=2))

@@ -1,0 +1,136 @@
+"""One model: its file, workers, post-processing and accelerator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from edged.config.base import Section
+
+
+class AnomalyConfig(Section):
+    source: Literal["output", "class", "reconstruction"] = Field(
+        "output", description="output: the model's single output value; class: the "
+        "probability of `label`; reconstruction: mean squared error of output vs. input"
+    )
+    label: str | None = Field(None, min_length=1, description="class: the label (or index)")
+    threshold: float = Field(description="the score that separates normal from anomalous")
+    direction: Literal["above", "below"] = Field(
+        "above", description="anomalous when the score is above (or below) the threshold"
+    )
+    hysteresis: float = Field(
+        0.0, ge=0, description="back to normal only once the score is this far past the "
+        "threshold on the normal side, so a noisy score does not flap"
+    )
+    max_topics: int = Field(1000, ge=1, le=1_000_000, description="source topics tracked")
+
+    @model_validator(mode="after")
+    def _label_for_class(self) -> AnomalyConfig:
+        if (self.source == "class") != (self.label is not None):
+            raise ValueError("source class needs a label, and only it takes one")
+        return self
+
+
+class ModelConfig(Section):
+    path: Path = Field(description=".tflite file; relative paths resolve from the config's folder")
+    labels: Path | None = Field(None, description="text file with one label per line")
+    workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
+    num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")
+    postprocess: Literal["classification", "detection", "anomaly", "raw"] = "classification"
+    top_k: int = Field(3, ge=1, le=1000, description="labels reported by classification")
+    threshold: float | None = Field(
+        None, description="classification: classes scoring below it are not reported; when "
+        "none reaches it the label is null"
+    )
+    score_threshold: float = Field(
+        0.5, ge=0, le=1, description="detection: boxes scoring below it are left out"
+    )
+    max_detections: int | None = Field(
+        None, ge=1, le=10_000, description="detection: report at most this many, best first"
+    )
+    anomaly: AnomalyConfig | None = Field(
+        None, description="anomaly: how the score is read and when it is anomalous"
+    )
+    delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = Field(
+        "auto", description="auto: the Edge TPU for a model compiled for it, else the CPU "
+        "(XNNPACK with num_threads); edgetpu, gpu, external: that delegate library"
+    )
+    device: str = Field(
+        "", max_length=16, description="edgetpu: usb, usb:N, pci, pci:N, or empty for any"
+    )
+    devices: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="edgetpu: one device per worker (e.g. [usb:0, usb:1]); replaces device",
+    )
+    library: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="delegate shared library, a path or a name the loader finds (edgetpu: "
+        "libedgetpu.so.1; gpu: libtensorflowlite_gpu_delegate.so; external: required)",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, max_length=64,
+        description="key/value strings passed to the delegate's create function",
+    )
+    fallback_model: Path | None = Field(
+        None, description="CPU variant of the same model, served when the accelerator is "
+        "missing or fails; default: the same model on the CPU, unless compiled for the TPU",
+    )
+    fallback: bool = Field(
+        True, description="serve from the CPU while the accelerator is missing or failing; "
+        "false: such messages get model_error"
+    )
+    isolation: Literal["thread", "process"] = Field(
+        "thread", description="process: run each accelerator interpreter in a child process "
+        "that edged restarts when it crashes or hangs"
+    )
+    invoke_timeout_ms: int | None = Field(
+        None, gt=0, le=600_000, description="watchdog: an accelerator invoke longer than this "
+        "is a failure (process isolation: the child is killed); off if unset"
+    )
+    retry_min_s: float = Field(
+        5.0, gt=0, le=3600, description="first wait before retrying a failed accelerator"
+    )
+    retry_max_s: float = Field(
+        300.0, gt=0, le=86_400, description="the retry wait doubles up to this"
+    )
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_as_text(cls, value: Any) -> Any:
+        # YAML reads `num_threads: 4` as an integer; delegates take every value as text.
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else
+                    str(v) if isinstance(v, (int, float)) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _delegate_is_consistent(self) -> ModelConfig:
+        from edged.runtime.edgetpu import valid_device  # runtime imports config: import late
+
+        for dev in [self.device, *self.devices]:
+            if not valid_device(dev):
+                raise ValueError(f"device {dev!r}: use usb, usb:N, pci, pci:N or ''")
+        tpu_only = [k for k in ("device", "devices") if getattr(self, k)]
+        if tpu_only and self.delegate not in ("auto", "edgetpu"):
+            raise ValueError(f"{tpu_only[0]} applies to the Edge TPU, not delegate "
+                             f"{self.delegate!r}")
+        if self.device and self.devices:
+            raise ValueError("set device or devices, not both")
+        if self.devices and len(self.devices) != self.workers:
+            raise ValueError(f"devices lists {len(self.devices)} device(s) for "
+                             f"{self.workers} worker(s); set workers: {len(self.devices)}")
+        if self.delegate == "external" and self.library is None:
+            raise ValueError("delegate external needs library: the delegate's .so path")
+        if self.delegate == "cpu" and (self.library or self.options or self.fallback_model):
+            raise ValueError("delegate cpu takes no library, options or fallback_model")
+        if "device" in self.options and (self.device or self.devices):
+            raise ValueError("give the Edge TPU device once: device/devices or options.device")
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s is over retry_max_s")
+        return self

@@ -1,0 +1,73 @@
+"""The broker connection: address, session, credentials, TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from edged import topics
+from edged.config.base import Section
+
+
+class TlsConfig(Section):
+    ca_file: Path | None = Field(None, description="CA bundle that signs the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate, for mutual TLS")
+    key_file: Path | None = Field(None, description="client private key, for mutual TLS")
+    check_hostname: bool = Field(True, description="verify the broker's name in its certificate")
+
+
+class MqttConfig(Section):
+    host: str = Field("127.0.0.1", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    client_id: str | None = Field(None, description="default: edged-{device_id}")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    username: str | None = None
+    password_file: Path | None = Field(None, description="file whose first line is the password")
+    tls: TlsConfig | None = None
+    topic_prefix: str = Field("edged", description="status, stats and errors live under it")
+    subscribe_qos: int = Field(1, ge=0, le=2)
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="first reconnect wait")
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=3600, description="the reconnect wait doubles (with jitter) up to this"
+    )
+    session_expiry_s: int = Field(
+        3600, ge=0, le=4_294_967_295, description="how long the broker keeps edged's "
+        "subscriptions and queued QoS 1 input while edged is away; 0: a clean session"
+    )
+    password: SecretStr | None = Field(
+        None, description="discouraged: prefer password_file or the systemd credential"
+    )
+    password_credential: str = Field(
+        "mqtt-password", pattern=r"^[A-Za-z0-9_.@-]{1,255}$", description="the systemd "
+        "credential (LoadCredential=) read from $CREDENTIALS_DIRECTORY when it exists"
+    )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: Any) -> Any:
+        # YAML reads `protocol: 5` as an integer and `protocol: 3.1.1` as text.
+        return str(value) if isinstance(value, (int, float)) else value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_a_topic(cls, value: str) -> str:
+        topics.validate_template(value)
+        if "{" in value:
+            raise ValueError("the topic prefix cannot contain placeholders")
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _backoff_is_ordered(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s is over reconnect_max_s")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
