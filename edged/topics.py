@@ -61,6 +61,14 @@ def validate_template(template: str) -> str:
     return template
 
 
+def validate_prefix(value: str) -> str:
+    """A fixed topic prefix: levels allowed, no wildcards or placeholders; no outer '/'."""
+    validate_template(value)
+    if "{" in value:
+        raise ValueError("a topic prefix cannot contain placeholders")
+    return value.strip("/")
+
+
 def safe_level(value: str) -> str:
     """Make ``value`` one harmless topic level: wildcards, separators and NUL become ``_``."""
     return _UNSAFE_LEVEL.sub("_", value) or "_"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,15 @@ import pytest
 from tests.support.broker import Broker
 from tests.support.daemon import Edged
 from tests.support.probe import Probe
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The developer's own EDGED_ variables must not leak into any test."""
+    for name in list(os.environ):
+        if name.upper().startswith("EDGED_"):
+            monkeypatch.delenv(name)
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,6 @@ from edged.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The developer's own EDGED_ variables must not leak into these tests."""
-    for name in list(os.environ):
-        if name.upper().startswith("EDGED_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +15,6 @@ from edged.results import Identity, Timings
 from tests.support.broker import Broker
 from tests.support.daemon import Edged, digits_config
 from tests.support.probe import Probe
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The developer's own EDGED_ variables must not leak into these tests."""
-    for name in list(os.environ):
-        if name.upper().startswith("EDGED_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 def settings(enabled: bool = True, device_id: str = "pump-3", **overrides: Any) -> Settings:

@@ -54,22 +54,8 @@ def start_edged(tmp_path: Path, broker: Broker, daemons: list[Edged], probe: Pro
     edged = Edged(tmp_path, digits_config(broker.port, **route), runtime=runtime)
     daemons.append(edged)
     edged.start()
-    wait_online(probe, edged)
+    edged.wait_online(probe, STATUS)
     return edged
-
-
-def wait_online(probe: Probe, edged: Edged, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            msg = probe.next(timeout=0.5, topic=STATUS)
-        except TimeoutError:
-            assert edged.proc is not None and edged.proc.poll() is None, edged.log()
-            continue
-        if msg.payload == b"online":
-            time.sleep(0.3)  # edged subscribes before it says online; let the SUBACK land
-            return
-    raise AssertionError(f"edged never said online:\n{edged.log()}")
 
 
 @pytest.mark.legacy
@@ -159,7 +145,7 @@ def test_npy_and_json_frames_are_quantized_with_the_models_own_parameters(
     edged = Edged(tmp_path, config)
     daemons.append(edged)
     edged.start()
-    wait_online(probe, edged)
+    edged.wait_online(probe, STATUS)
     probe.subscribe("edged/test-box/predictions/+")
     images, labels = holdout()
     buffer = io.BytesIO()
@@ -214,7 +200,7 @@ def test_broker_down_at_start_is_waited_for(
     probe = Probe(private_broker.port)
     try:
         probe.subscribe(STATUS, PREDICTIONS)
-        wait_online(probe, edged)
+        edged.wait_online(probe, STATUS)
         images, labels = holdout()
         probe.publish("sensors/a/frame", quantized(images[4]))
         assert probe.next(timeout=10, topic=PREDICTIONS).json()["result"]["label"] == str(labels[4])

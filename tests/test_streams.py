@@ -66,17 +66,8 @@ def start(workdir: Path, config: dict[str, Any], probe: Probe, daemons: list[Edg
     edged = Edged(workdir, config)
     daemons.append(edged)
     edged.start()
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        try:
-            msg = probe.next(timeout=0.5, topic=status)
-        except TimeoutError:
-            assert edged.proc is not None and edged.proc.poll() is None, edged.log()
-            continue
-        if msg.payload == b"online":
-            time.sleep(0.3)  # edged subscribes before it says online; let the SUBACK land
-            return edged
-    raise AssertionError(f"edged never said online:\n{edged.log()}")
+    edged.wait_online(probe, status)
+    return edged
 
 
 def interpreter(file: str) -> Any:

@@ -59,10 +59,7 @@ class MqttConfig(Section):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic(cls, value: str) -> str:
-        topics.validate_template(value)
-        if "{" in value:
-            raise ValueError("the topic prefix cannot contain placeholders")
-        return value.strip("/")
+        return topics.validate_prefix(value)
 
     @model_validator(mode="after")
     def _backoff_is_ordered(self) -> MqttConfig:

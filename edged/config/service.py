@@ -63,7 +63,4 @@ class DiscoveryConfig(Section):
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_topic(cls, value: str) -> str:
-        topics.validate_template(value)
-        if "{" in value:
-            raise ValueError("the discovery prefix cannot contain placeholders")
-        return value.strip("/")
+        return topics.validate_prefix(value)

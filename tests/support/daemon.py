@@ -6,10 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.probe import Probe
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -79,6 +82,21 @@ class Edged:
                     f"edged did not stop within {timeout} s:\n{self.log()}"
                 ) from None
         return int(self.proc.returncode)
+
+    def wait_online(self, probe: Probe, status_topic: str, timeout: float = 30.0) -> None:
+        """Return once edged has said ``online`` on ``status_topic`` (which ``probe`` must
+        already be subscribed to): it has subscribed to its routes by then."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                msg = probe.next(timeout=0.5, topic=status_topic)
+            except TimeoutError:
+                assert self.proc is not None and self.proc.poll() is None, self.log()
+                continue
+            if msg.payload == b"online":
+                time.sleep(0.3)  # edged subscribes before it says online; let the SUBACK land
+                return
+        raise AssertionError(f"edged never said online:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
