@@ -122,6 +122,7 @@ def start_edged(work: Path, port: int, args: argparse.Namespace) -> subprocess.P
                     "reply_margin_ms": args.reply_margin_ms}],
         "logging": {"format": "json", "level": "warning"},
         "stats_interval_s": 0,
+        "worker_niceness": args.worker_niceness,
     }
     path = work / "edged.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -370,6 +371,7 @@ def main() -> int:
     p.add_argument("--poisson", action="store_true")
     p.add_argument("--queue", default="edf", choices=["fifo", "latest", "edf"])
     p.add_argument("--queue-size", type=int, default=64)
+    p.add_argument("--worker-niceness", type=int, default=5, help="edged's worker_niceness")
     p.add_argument("--reply-margin-ms", type=float, default=1.0,
                    help="route's reply_margin_ms: time kept for the answer's way back")
     p.add_argument("--soak", type=float, default=0.0,

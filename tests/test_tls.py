@@ -17,7 +17,7 @@ from edged.config import MqttConfig
 from edged.errors import ConfigError
 from tests.support.broker import Broker, TlsListener, passwd_file
 
-# The legacy environment (tflite-runtime) has no use for these tests nor for cryptography.
+# cryptography comes with the [test] extra (and scripts/setup.sh puts it in both venvs).
 pytest.importorskip("cryptography", reason="the [test] extra installs cryptography")
 from tests.support.certs import Pki, make_pki
 from tests.support.daemon import Edged, digits_config
