@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -15,7 +15,8 @@ import structlog
 from edged.types import Outbound
 
 log = structlog.get_logger("edged.mqtt")
-MAX_REPORTED_TOPICS = 1000  # topics whose refusal is logged; a bound against topic floods
+MAX_REPORTED_TOPICS = 1000
+STALE_QOS0_S = 30.0  # topics whose refusal is logged; a bound against topic floods
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,23 @@ class Tracker:
         reacts at once when the outbound side stalls. A result that edged finishes in time
         but that then waits here reaches its sender late all the same."""
         with self._lock:
-            # Insertion order is send order: the first pending entry is the oldest.
-            oldest = next(iter(self._pending.values()), None)
-            waiting = self._clock() - oldest.sent_at if oldest is not None else 0.0
-            return max(self._lag, waiting)
+            now = self._clock()
+            # Insertion order is send order: the first pending entry is the oldest. A QoS 0
+            # record whose write was reported before it was recorded (and then lost with
+            # the connection) would never complete: past a horizon it is garbage.
+            while self._pending:
+                mid, oldest = next(iter(self._pending.items()))
+                if oldest.qos > 0 or now - oldest.sent_at < STALE_QOS0_S:
+                    return max(self._lag, now - oldest.sent_at)
+                del self._pending[mid]
+            return self._lag
 
     def connection_lost(self) -> None:
-        """QoS 0 messages not yet written are gone; paho resends QoS 1 ones itself."""
+        """QoS 0 messages not yet written are gone; paho resends QoS 1 ones itself, and
+        their lag counts afresh from the reconnect, not from before the outage."""
         with self._lock:
-            self._pending = {m: p for m, p in self._pending.items() if p.qos > 0}
+            self._pending = {m: replace(p, sent_at=self._clock())
+                             for m, p in self._pending.items() if p.qos > 0}
             self._early.clear()
             self._lag = 0.0
 

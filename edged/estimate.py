@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 
 
 class ServiceTimeEstimate:
     """The ``quantile`` of the last ``window`` service times, in seconds."""
 
     def __init__(self, initial_s: float, window: int = 256, quantile: float = 0.9,
-                 refresh_every: int = 16) -> None:
+                 refresh_every: int = 16, clock: Callable[[], float] = time.monotonic,
+                 stale_after_s: float = 2.0) -> None:
         if not 0.0 < quantile <= 1.0:
             raise ValueError("quantile must be in (0, 1]")
         self._samples: deque[float] = deque(maxlen=window)
@@ -24,9 +27,13 @@ class ServiceTimeEstimate:
         self._since_refresh = 0
         self._value = initial_s
         self._lock = threading.Lock()
+        self._clock = clock
+        self._stale_after_s = stale_after_s
+        self._last_sample_at = clock()
 
     def add(self, seconds: float) -> None:
         with self._lock:
+            self._last_sample_at = self._clock()
             self._samples.append(seconds)
             self._since_refresh += 1
             # Sorting the window on every sample would put a sort on the hot path.
@@ -35,6 +42,19 @@ class ServiceTimeEstimate:
                 ordered = sorted(self._samples)
                 rank = max(0, math.ceil(self._quantile * len(ordered)) - 1)
                 self._value = ordered[rank]
+
+    def probe_due(self) -> bool:
+        """True when nothing has run for a while. Everything refused on the estimate's word
+        means no new samples, so a too-high estimate (a slow first invoke, a past stall)
+        would refuse forever: then one message runs anyway, and the estimate starts afresh
+        from what it measures. Its result is still suppressed if it ends up late."""
+        with self._lock:
+            if self._clock() - self._last_sample_at < self._stale_after_s:
+                return False
+            self._last_sample_at = self._clock()  # one probe per period
+            self._samples.clear()
+            self._since_refresh = 0
+            return True
 
     def reset(self) -> None:
         """Forget the samples (keeping the current value until new ones arrive)."""

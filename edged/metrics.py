@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from edged.errors import ConfigError
 from edged.stats import BUCKETS_MS, Stats
 
 
@@ -87,4 +88,8 @@ def serve(stats: Stats, host: str, port: int) -> Any:
     """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(stats))
-    return start_http_server(port, addr=host, registry=registry)
+    try:
+        return start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ConfigError("metrics", [f"cannot serve metrics on {host}:{port}: "
+                                      f"{exc.strerror or exc}"]) from exc

@@ -147,6 +147,11 @@ class MqttClient:
                 info.wait_for_publish(2.0)
         self._closing = True
         self._client.disconnect()
+        # The loop thread writes the DISCONNECT; stopping it first could leave the packet
+        # unsent, and the broker would then publish the will (offline) over "stopped".
+        end = time.monotonic() + 2.0
+        while self.connected.is_set() and time.monotonic() < end:
+            time.sleep(0.01)
         # After the DISCONNECT: the thread's backoff wait ends on this, never reconnects.
         self._stop.set()
         if self._thread is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import structlog
@@ -38,6 +38,9 @@ class Job:
     publish_topic: str
     array: Array | None = None
     """A sensor window's readings, ready to fit; None: the payload is the input."""
+    probe: bool = False
+    """Admitted although the estimate said it would be late: it measures the service time
+    afresh (see ``ServiceTimeEstimate.probe_due``)."""
 
     @property
     def due(self) -> float:
@@ -55,7 +58,8 @@ class ModelWorkers:
                  niceness: int = 0) -> None:
         self.model = model
         self.scheduler: ModelScheduler[Job] = ModelScheduler()
-        self.estimate = ServiceTimeEstimate(initial_s=max(model.warmup_ms, 0.05) / 1000.0)
+        self.estimate = ServiceTimeEstimate(initial_s=max(model.warmup_ms, 0.05) / 1000.0,
+                                            clock=clock)
         self.workers = [
             Worker(i, model, self.scheduler, self.estimate, responder, clock, niceness)
             for i in range(model.config.workers)
@@ -109,10 +113,13 @@ class Pipeline:
             self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
                                                   cfg.priority)
         self._route_model = {r.name: r.model.name for r in self.routes}
-        stats.queue_depth = lambda route: self.models[self._route_model[route]].scheduler.depth(
-            route)
+        stats.queue_depth = self._queue_depth
         stats.models = lambda: {name: m.describe() for name, m in self.models.items()}
         self.accepting = True
+
+    def _queue_depth(self, route: str) -> int:
+        model = self._route_model.get(route)  # None: a route a reload removed
+        return self.models[model].scheduler.depth(route) if model in self.models else 0
 
     def start(self) -> None:
         for workers in self.models.values():
@@ -162,15 +169,22 @@ class Pipeline:
                 return
             if not arrays:
                 return  # the window is still filling: nothing to run yet
-        if self._refused_for_time(route, message, identity, due):
+        verdict = self._time_verdict(route, message, identity, due)
+        if verdict == "refused":
             return
         topic = self._responder.publish_topic(route.config.publish, route.name,
                                               route.model.name, message.topic)
         for array in arrays:
-            self._enqueue(route, Job(route, message, identity, due, topic, array))
+            self._enqueue(route, Job(route, message, identity, due, topic, array,
+                                     probe=verdict == "probe"))
 
     def _enqueue(self, route: Route, job: Job) -> None:
-        for evicted in self.models[route.model.name].scheduler.put(route.name, job):
+        scheduler = self.models[route.model.name].scheduler
+        for evicted in scheduler.put(route.name, job):
+            if scheduler.closed:
+                self._responder.error(evicted.identity, evicted.message, "shutdown",
+                                      "edged is shutting down; not run")
+                continue
             self._responder.error(evicted.identity, evicted.message, "queue_full",
                                   f"queue of route {route.name!r} is full "
                                   f"({route.config.queue_size}, policy {route.config.queue})",
@@ -188,27 +202,30 @@ class Pipeline:
             expiry_s=message.expiry_interval_s,
         )
 
-    def _refused_for_time(self, route: Route, message: Inbound, identity: Identity,
-                          due: Deadline) -> bool:
-        """Early rejection: refuse what cannot finish before its deadline."""
+    def _time_verdict(self, route: Route, message: Inbound, identity: Identity,
+                      due: Deadline) -> Literal["admitted", "probe", "refused"]:
+        """Early rejection: refuse what cannot finish before its deadline (answering the
+        sender), except the occasional probe that keeps the estimate honest."""
         now = self._clock()
         if due.passed(now):
             self._responder.error(identity, message, "expired",
                                   f"deadline of {due.budget_ms:.0f} ms had passed on arrival",
                                   due.budget_ms)
-            return True
+            return "refused"
         workers = self.models[route.model.name]
         ahead = workers.scheduler.ahead_of(route.name, due.at)
         finish = expected_finish(now, ahead, len(workers.workers), workers.busy,
                                  workers.estimate.seconds)
-        if finish > due.at - route.margin_s - self._responder.outbound_lag():
-            self._responder.error(
-                identity, message, "deadline",
-                f"cannot finish within {due.budget_ms:.0f} ms: {ahead} queued ahead, "
-                f"service time ~{workers.estimate.seconds * 1000:.2f} ms; not queued",
-                due.budget_ms)
-            return True
-        return False
+        if finish <= due.at - route.margin_s - self._responder.outbound_lag():
+            return "admitted"
+        if workers.estimate.probe_due():
+            return "probe"
+        self._responder.error(
+            identity, message, "deadline",
+            f"cannot finish within {due.budget_ms:.0f} ms: {ahead} queued ahead, "
+            f"service time ~{workers.estimate.seconds * 1000:.2f} ms; not queued",
+            due.budget_ms)
+        return "refused"
 
     # --- Reload (issue 5). Added by the server's owner; the rest of this class is untouched.
 

@@ -165,8 +165,11 @@ class ModelScheduler(Generic[T]):
             self._queues[route] = (priority, make_queue(policy, maxsize))
 
     def put(self, route: str, item: T) -> list[T]:
-        """Queue ``item``; return what the route's policy pushed out (maybe ``item``)."""
+        """Queue ``item``; return what the route's policy pushed out (maybe ``item``, and
+        always ``item`` once the scheduler is closed: nothing would ever take it)."""
         with self._cond:
+            if self._closed:
+                return [item]
             evicted = self._queues[route][1].put(item)
             if not evicted or evicted[-1] is not item:
                 self._cond.notify()
@@ -213,6 +216,10 @@ class ModelScheduler(Generic[T]):
     def drain(self) -> Iterable[T]:
         with self._cond:
             return [item for _, q in self._queues.values() for item in q.drain()]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         with self._cond:

@@ -93,10 +93,10 @@ class Responder:
         """Publish a result on the route's topic (unless ``to_route`` is false: nothing new
         to say there) and answer the requester's Response Topic."""
         payload = results.result_payload(identity, result, timings, deadline_ms, late)
-        self._stats.answered(identity.route, timings, late)
         if to_route:
             self._publish(Outbound(topic, payload, qos=qos))
         self._reply(message, payload)
+        self._stats.answered(identity.route, timings, late)
 
     def error(
         self,

@@ -12,7 +12,7 @@ import numpy as np
 
 from edged import codec, image, postprocess, preprocess, topics, window
 from edged.config import RouteConfig
-from edged.errors import ConfigError
+from edged.errors import BadInputError, ConfigError
 from edged.image import DecodedImage, Geometry
 from edged.postprocess import AnomalyTracker, PostProcessor
 from edged.runtime import LoadedModel
@@ -88,6 +88,10 @@ class Route:
         assert self.windowers is not None and self.config.window is not None
         rows = window.parse_readings(message.payload, self.config.window.fields,
                                      self.config.input.field)
+        size = self.config.window.size
+        if len(rows) > size:  # with a small hop, one burst would make thousands of windows
+            raise BadInputError(f"{len(rows)} readings in one message; a window route takes "
+                                f"at most {size} (one window) per message")
         return self.windowers.push(message.topic, rows, message.received_mono)
 
     def prepare(self, payload: bytes, array: Array | None) -> tuple[Array, Geometry | None]:

@@ -107,11 +107,11 @@ class Server:
         # walking it again and again, which would show as pauses in the answers' latency.
         gc.collect()
         gc.freeze()
-        self.pipeline.start()
         metrics_cfg = self.settings.metrics
-        if metrics_cfg.port is not None:
+        if metrics_cfg.port is not None:  # first: a port in use fails before anything runs
             metrics.serve(self.stats, metrics_cfg.host, metrics_cfg.port)
             log.info("metrics endpoint", url=f"http://{metrics_cfg.host}:{metrics_cfg.port}/")
+        self.pipeline.start()
         for skipped in self._not_announced:
             log.warning("route left out of Home Assistant discovery", route=skipped.route,
                         reason=skipped.reason)

@@ -61,7 +61,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class Stats:
-    """Per-route counters. ``gauges`` supplies live values (queue depth) at read time."""
+    """Per-route counters. ``queue_depth`` and ``models`` supply live values (set by the
+    pipeline) at read time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -70,17 +71,27 @@ class Stats:
         self.models: Callable[[], dict[str, Any]] = dict
 
     def add_route(self, route: str, model: str) -> None:
+        """Count for ``route`` (again, after a reload: its counters go on, its model may
+        have changed). A route a reload removed keeps its counters, as counters do."""
         with self._lock:
-            self._routes.setdefault(route, RouteStats(model))
+            self._route(route).model = model
+
+    def _route(self, route: str) -> RouteStats:
+        # Called with the lock held. Answers for a route a reload just removed still come
+        # in from its retiring workers: count them rather than fail.
+        stats = self._routes.get(route)
+        if stats is None:
+            stats = self._routes[route] = RouteStats("")
+        return stats
 
     def received(self, route: str) -> None:
         with self._lock:
-            self._routes[route].received += 1
+            self._route(route).received += 1
 
     def answered(self, route: str, timings: Timings, late: bool = False) -> None:
         """A result was published (``late`` when the route publishes late results)."""
         with self._lock:
-            stats = self._routes[route]
+            stats = self._route(route)
             if late:
                 stats.late += 1
             else:
@@ -91,7 +102,7 @@ class Stats:
 
     def failed(self, route: str, reason: str) -> None:
         with self._lock:
-            self._routes[route].failed[reason] += 1
+            self._route(route).failed[reason] += 1
 
     def totals(self) -> dict[str, int]:
         with self._lock:

@@ -74,8 +74,11 @@ class Worker(threading.Thread):
                 self._run(job)
             except Exception:  # a worker thread must outlive any one message
                 log.exception("unexpected error in worker", route=job.route.name)
-                self._responder.error(job.identity, job.message, "internal_error",
-                                      "edged failed to process this message; see its log")
+                try:
+                    self._responder.error(job.identity, job.message, "internal_error",
+                                          "edged failed to process this message; see its log")
+                except Exception:  # reporting failed too (e.g. the outbox is closing)
+                    log.exception("could not report the error", route=job.route.name)
             finally:
                 self.busy = 0
 
@@ -139,7 +142,7 @@ class Worker(threading.Thread):
         """Re-check at pickup: never start what has expired or cannot finish in time."""
         if job.deadline.passed(now):
             reason, why = "expired", "passed"
-        elif now + self._estimate.seconds > (
+        elif not job.probe and now + self._estimate.seconds > (
             job.due - job.route.margin_s - self._responder.outbound_lag()
         ):
             reason, why = "deadline", "could no longer be met"

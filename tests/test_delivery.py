@@ -56,3 +56,22 @@ def test_an_acknowledgement_before_the_record_is_matched_later() -> None:
     assert tracker.sent(5, pending(clock)) is True  # already delivered: nothing waits
     clock.now += 10
     assert tracker.lag() == 0.0
+
+
+def test_a_qos0_record_that_never_completes_stops_counting_after_the_horizon() -> None:
+    clock = Clock()
+    tracker = Tracker(clock)
+    tracker.sent(1, pending(clock))  # its completion was lost with a connection
+    clock.now += 31.0
+    assert tracker.lag() == 0.0
+
+
+def test_qos1_records_kept_over_an_outage_count_from_the_reconnect() -> None:
+    clock = Clock()
+    tracker = Tracker(clock)
+    tracker.sent(1, pending(clock, qos=1))
+    clock.now += 60.0  # the broker was away for a minute
+    tracker.connection_lost()
+    assert tracker.lag() == 0.0
+    clock.now += 0.2
+    assert tracker.lag() == pytest.approx(0.2)

@@ -89,3 +89,17 @@ def test_daemon_publishes_stats_and_serves_prometheus(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     assert 'edged_requests_succeeded_total{model="digits",route="cam"} 5.0' in text
+
+
+def test_a_metrics_port_in_use_is_a_config_error() -> None:
+    import socket
+
+    from edged.errors import ConfigError
+    from edged.metrics import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            serve(Stats(), "127.0.0.1", port)

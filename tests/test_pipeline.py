@@ -227,3 +227,40 @@ def test_a_chain_whose_link_does_not_fit_is_refused(digits: LoadedModel) -> None
     config = RouteConfig(name="cam", subscribe="cam/+", model="digits", chain=("digits",))
     with pytest.raises(ConfigError, match=r"outputs \[1, 10\], which does not fit"):
         Route.bind(config, {"digits": digits})
+
+
+def test_a_stuck_estimate_is_probed_and_comes_down(digits: LoadedModel,
+                                                   published: list[Outbound]) -> None:
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock, deadline_ms=50)
+    estimate = pipeline.models["digits"].estimate
+    for _ in range(20):
+        estimate.add(0.080)  # a past stall: every message now looks doomed
+    pipeline.submit(frame(clock))
+    assert [b["error"]["reason"] for b in bodies(published, "reply/me")] == ["deadline"]
+    clock.now += 3.0  # nothing has run for longer than the estimate's staleness bound
+    published.clear()
+    pipeline.submit(frame(clock))
+    (job,) = queued(pipeline)
+    assert job.probe
+    pipeline.models["digits"].workers[0]._run(job)  # runs, is not refused at pickup
+    assert "result" in bodies(published, "reply/me")[0]
+    assert estimate.seconds < 0.080
+    assert stats.snapshot()["routes"]["cam"]["succeeded"] == 1
+
+
+def test_a_window_route_refuses_more_than_a_window_in_one_message() -> None:
+    from edged.errors import BadInputError
+
+    vibration = load_model("vibration", ModelConfig(path=MODELS / "vibration_int8.tflite",
+                                                    labels=MODELS / "vibration.labels"),
+                           select_backend())
+    route = Route.bind(RouteConfig(name="vib", subscribe="vib/+", model="vibration",
+                                   input={"format": "json"},
+                                   window={"size": 128, "hop": 1}),
+                       {"vibration": vibration})
+    burst = json.dumps({"data": [[0.0, 0.0, 0.0]] * 129}).encode()
+    with pytest.raises(BadInputError, match="129 readings in one message"):
+        route.windows(Inbound("vib/1", burst, 0, 1.7e9, 0.0))
+    one = json.dumps({"data": [[0.0, 0.0, 0.0]] * 128}).encode()
+    assert len(route.windows(Inbound("vib/1", one, 0, 1.7e9, 0.0))) == 1

@@ -222,3 +222,15 @@ def test_closed_scheduler_still_hands_out_what_is_queued() -> None:
     item = s.get(timeout=30)
     assert item is not None and item.name == "a"
     assert s.get(timeout=30) is None  # closed and empty: returns at once
+
+
+def test_a_closed_scheduler_hands_new_items_straight_back() -> None:
+    class Item:
+        due, source = 1.0, "a"
+
+    scheduler: ModelScheduler[Item] = ModelScheduler()
+    scheduler.add_route("r", "fifo", 4, 0)
+    scheduler.close()
+    item = Item()
+    assert scheduler.put("r", item) == [item]
+    assert len(scheduler) == 0 and scheduler.closed
