@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,14 @@ def decode_npy(payload: bytes) -> Array:
     if payload[:4] in _ZIP_MAGIC:
         # np.load would open it as an .npz archive; a broken one raises zipfile.BadZipFile.
         raise BadInputError("npy payload must hold one array (.npz archives are refused)")
+    # A hostile header can make NumPy warn (e.g. "created on Python 2"); the sender gets
+    # an error or a result, the daemon's log gets no warning per message.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load_npy(payload)
+
+
+def _load_npy(payload: bytes) -> Array:
     if payload.startswith(np.lib.format.MAGIC_PREFIX):
         _check_npy_header(payload)
     try:
