@@ -86,6 +86,11 @@ class ModelWorkers:
             worker.join(max(0.1, end - time.monotonic()))
         return left
 
+    def discard(self) -> None:
+        """Release the interpreters of workers that were prepared but never started."""
+        for worker in self.workers:
+            worker.session.close()
+
     def describe(self) -> dict[str, Any]:
         return {
             "service_time_ms": round(self.estimate.seconds * 1000, 3),
@@ -229,21 +234,30 @@ class Pipeline:
 
     # --- Reload (issue 5). Added by the server's owner; the rest of this class is untouched.
 
-    def replace(self, routes: Sequence[Route], niceness: int = 0) -> list[ModelWorkers]:
-        """Serve ``routes`` from now on; return the retired ``ModelWorkers``.
-
-        Call it on the thread that calls ``submit`` (the MQTT thread), so no message sees
-        half a swap and ``submit`` needs no lock. A model whose ``LoadedModel`` is the same
-        object and whose routes keep their queue settings keeps its workers and queued
-        jobs; any other model gets new, started workers. The caller lets the retired ones
-        finish their queued jobs (``ModelWorkers.stop``) and reports what is left.
-        """
+    def prepare(self, routes: Sequence[Route], niceness: int = 0) -> dict[str, ModelWorkers]:
+        """The workers ``routes`` need: the running ones of a model whose ``LoadedModel`` is
+        the same object and whose routes keep their queue settings, new (not yet started)
+        ones for any other model. Call it off the MQTT thread: new workers open their
+        interpreters here, which can take seconds."""
         models: dict[str, ModelWorkers] = {}
         for route in routes:
             name = route.model.name
             if name not in models:
                 models[name] = self._reusable(name, route.model, routes) or ModelWorkers(
                     route.model, self._responder, self._clock, niceness)
+        return models
+
+    def replace(self, routes: Sequence[Route],
+                models: dict[str, ModelWorkers]) -> list[ModelWorkers]:
+        """Serve ``routes`` with ``models`` (from ``prepare``) from now on; return the
+        retired ``ModelWorkers``.
+
+        Call it on the thread that calls ``submit`` (the MQTT thread), so no message sees
+        half a swap and ``submit`` needs no lock. The caller lets the retired workers
+        finish their queued jobs (``ModelWorkers.stop``) and reports what is left.
+        """
+        for route in routes:
+            name = route.model.name
             cfg = route.config
             fresh = self.models.get(name) is not models[name]
             if fresh or self._queue_of(route.name) != (name, cfg.queue, cfg.queue_size,

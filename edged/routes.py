@@ -5,7 +5,7 @@ lives here, one set per route."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,15 @@ class Route:
             return cls._bind(config, models[config.model], chain)
         except ValueError as exc:
             raise ConfigError(f"route {config.name!r}", [str(exc)]) from None
+
+    def carrying_state_of(self, old: Route | None) -> Route:
+        """This route, keeping ``old``'s partial windows and anomaly states when a reload
+        changed neither the route nor its models: a reload must not lose readings nor
+        announce false state changes."""
+        if old is None or old.config != self.config or old.model is not self.model or any(
+                a is not b for a, b in zip(old.chain, self.chain, strict=False)):
+            return self
+        return replace(self, windowers=old.windowers, anomaly=old.anomaly)
 
     @property
     def last(self) -> LoadedModel:

@@ -173,13 +173,19 @@ class Server:
         try:
             plan = reload.prepare(self.config_path, self.settings, self.loaded.models,
                                   self._fingerprints, self.loaded.backend)
-            routes = [Route.bind(r, plan.models) for r in plan.settings.routes]
+            running = {r.name: r for r in self.pipeline.routes}
+            routes = [Route.bind(r, plan.models).carrying_state_of(running.get(r.name))
+                      for r in plan.settings.routes]
         except (EdgedError, ValueError) as exc:
             log.error("reload rejected; the running configuration keeps serving",
                       config=str(self.config_path), error=str(exc))
             self.notifier.ready(self.status_line())
             return False
-        self._swap(routes, plan.settings.worker_niceness)
+        if not self._swap(routes, plan.settings.worker_niceness):
+            log.error("reload rejected: the MQTT thread did not take the new routes in time; "
+                      "the running configuration keeps serving")
+            self.notifier.ready(self.status_line())
+            return False
         self._announce(plan.settings)
         self.settings, self._fingerprints = plan.settings, plan.fingerprints
         self.loaded = Loaded(self.loaded.backend, plan.models)
@@ -199,20 +205,35 @@ class Server:
             self.mqtt.publish(message)
         self.mqtt.announce = messages
 
-    def _swap(self, routes: list[Route], niceness: int) -> None:
+    def _swap(self, routes: list[Route], niceness: int) -> bool:
+        # Interpreters open here, on this thread; the MQTT thread only swaps references.
+        models = self.pipeline.prepare(routes, niceness)
         retired: list[ModelWorkers] = []
+        lock, outcome = threading.Lock(), {"done": False, "abandoned": False}
 
         def swap() -> None:  # on the MQTT thread: no message is mid-submit meanwhile
-            retired.extend(self.pipeline.replace(routes, niceness))
-            self.mqtt.set_subscriptions([r.config.subscribe for r in routes])
+            with lock:
+                if outcome["abandoned"]:
+                    return
+                retired.extend(self.pipeline.replace(routes, models))
+                self.mqtt.set_subscriptions([r.config.subscribe for r in routes])
+                outcome["done"] = True
 
-        if not self.mqtt.call_in_loop(swap):
-            log.error("the MQTT thread did not take the new routes within 10 s")
+        self.mqtt.call_in_loop(swap)
+        with lock:
+            if not outcome["done"]:  # too late now: the swap must not happen behind our back
+                outcome["abandoned"] = True
+        if not outcome["done"]:
+            for name, workers in models.items():
+                if self.pipeline.models.get(name) is not workers:
+                    workers.discard()
+            return False
         for workers in retired:
             thread = threading.Thread(target=self._retire, args=(workers,),
                                       name=f"retire-{workers.model.name}", daemon=True)
             thread.start()
             self._retiring.append(thread)
+        return True
 
     def _retire(self, workers: ModelWorkers) -> None:
         """Let replaced workers finish what they had queued; reject only what is left."""

@@ -264,3 +264,20 @@ def test_a_window_route_refuses_more_than_a_window_in_one_message() -> None:
         route.windows(Inbound("vib/1", burst, 0, 1.7e9, 0.0))
     one = json.dumps({"data": [[0.0, 0.0, 0.0]] * 128}).encode()
     assert len(route.windows(Inbound("vib/1", one, 0, 1.7e9, 0.0))) == 1
+
+
+def test_a_reload_keeps_partial_windows_of_unchanged_routes() -> None:
+    vibration = load_model("vibration", ModelConfig(path=MODELS / "vibration_int8.tflite",
+                                                    labels=MODELS / "vibration.labels"),
+                           select_backend())
+    config = RouteConfig(name="vib", subscribe="vib/+", model="vibration",
+                         input={"format": "json"}, window={"size": 128, "hop": 64})
+    old = Route.bind(config, {"vibration": vibration})
+    half = json.dumps({"data": [[0.1, 0.0, 0.0]] * 100}).encode()
+    assert old.windows(Inbound("vib/1", half, 0, 1.7e9, 0.0)) == []
+    kept = Route.bind(config, {"vibration": vibration}).carrying_state_of(old)
+    rest = json.dumps({"data": [[0.1, 0.0, 0.0]] * 28}).encode()
+    assert len(kept.windows(Inbound("vib/1", rest, 0, 1.7e9, 0.1))) == 1  # 100 + 28 readings
+    changed = config.model_copy(update={"deadline_ms": 500})
+    fresh = Route.bind(changed, {"vibration": vibration}).carrying_state_of(old)
+    assert fresh.windowers is not old.windowers
