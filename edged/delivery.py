@@ -16,7 +16,9 @@ from edged.types import Outbound
 
 log = structlog.get_logger("edged.mqtt")
 MAX_REPORTED_TOPICS = 1000
-STALE_QOS0_S = 30.0  # topics whose refusal is logged; a bound against topic floods
+STALE_QOS0_S = 30.0
+EARLY_ACK_S = 5.0
+MAX_EARLY = 1000  # topics whose refusal is logged; a bound against topic floods
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,18 @@ class Tracker:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._pending: dict[int, Pending] = {}
-        self._early: set[int] = set()
+        # mid -> when its acknowledgement came before its record. Only a moment's race
+        # makes a real one; an id left here (an untracked publish) must not match a later
+        # publish once the 16-bit ids wrap, so entries expire.
+        self._early: dict[int, float] = {}
         self._clock = clock
         self._lag = 0.0
 
     def sent(self, mid: int, record: Pending) -> bool:
         """Record a publish; True if its acknowledgement already arrived."""
         with self._lock:
-            if mid in self._early:
-                self._early.discard(mid)
+            early = self._early.pop(mid, None)
+            if early is not None and self._clock() - early < EARLY_ACK_S:
                 return True
             self._pending[mid] = record
             return False
@@ -62,7 +67,11 @@ class Tracker:
         with self._lock:
             record = self._pending.pop(mid, None)
             if record is None:
-                self._early.add(mid)
+                now = self._clock()
+                if len(self._early) > MAX_EARLY:
+                    self._early = {m: t for m, t in self._early.items()
+                                   if now - t < EARLY_ACK_S}
+                self._early[mid] = now
             else:
                 lag = self._clock() - record.sent_at
                 self._lag += self.LAG_SMOOTHING * (lag - self._lag)

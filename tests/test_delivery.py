@@ -75,3 +75,12 @@ def test_qos1_records_kept_over_an_outage_count_from_the_reconnect() -> None:
     assert tracker.lag() == 0.0
     clock.now += 0.2
     assert tracker.lag() == pytest.approx(0.2)
+
+
+def test_an_old_unmatched_acknowledgement_does_not_match_a_later_publish() -> None:
+    clock = Clock()
+    tracker = Tracker(clock)
+    tracker.acked(7)  # e.g. the PUBACK of an untracked status publish
+    clock.now += 60.0  # message ids have wrapped since
+    assert tracker.sent(7, pending(clock, qos=1)) is False
+    assert tracker.outstanding() == 1
