@@ -144,9 +144,13 @@ class Pipeline:
         return {w.name: w.last_beat for m in self.models.values() for w in m.workers}
 
     def submit(self, message: Inbound) -> None:
+        matched = False
         for route in self.routes:
             if route.matches(message.topic):
+                matched = True
                 self._admit(route, message)
+        if not matched:  # e.g. in flight for a filter a reload just dropped
+            self._stats.unrouted()
 
     def _admit(self, route: Route, message: Inbound) -> None:
         identity = self._responder.identity(route.name, route.model.name, message)

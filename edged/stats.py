@@ -67,6 +67,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._routes: dict[str, RouteStats] = {}
+        self._unrouted = 0
         self.queue_depth: Callable[[str], int] = lambda route: 0
         self.models: Callable[[], dict[str, Any]] = dict
 
@@ -83,6 +84,11 @@ class Stats:
         if stats is None:
             stats = self._routes[route] = RouteStats("")
         return stats
+
+    def unrouted(self) -> None:
+        """A message that matched no route."""
+        with self._lock:
+            self._unrouted += 1
 
     def received(self, route: str) -> None:
         with self._lock:
@@ -112,6 +118,7 @@ class Stats:
                 "succeeded": sum(r.succeeded for r in routes),
                 "late": sum(r.late for r in routes),
                 "failed": sum(sum(r.failed.values()) for r in routes),
+                "unrouted": self._unrouted,
             }
 
     def export(self) -> dict[str, RouteStats]:

@@ -281,3 +281,12 @@ def test_a_reload_keeps_partial_windows_of_unchanged_routes() -> None:
     changed = config.model_copy(update={"deadline_ms": 500})
     fresh = Route.bind(changed, {"vibration": vibration}).carrying_state_of(old)
     assert fresh.windowers is not old.windowers
+
+
+def test_a_message_no_route_matches_is_counted(digits: LoadedModel,
+                                               published: list[Outbound]) -> None:
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock)
+    pipeline.submit(frame(clock, topic="elsewhere/1"))
+    assert published == []
+    assert stats.totals()["unrouted"] == 1
