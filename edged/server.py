@@ -152,10 +152,13 @@ class Server:
     def status_line(self) -> str:
         totals = self.stats.totals()
         outbox = self.mqtt.outbox.snapshot()
+        on_fallback = [w.name for m in self.pipeline.models.values() for w in m.workers
+                       if w.session.on_fallback]
+        fallback = f"; on CPU fallback: {', '.join(on_fallback)}" if on_fallback else ""
         return (f"broker {self.mqtt.state.summary()}; {len(self.pipeline.routes)} routes; "
                 f"received {totals['received']}, answered {totals['succeeded']}, "
                 f"failed {totals['failed']}; outbox {outbox['waiting']} waiting, "
-                f"{outbox['dropped_full']} dropped")
+                f"{outbox['dropped_full']} dropped{fallback}")
 
     def publish_stats(self) -> None:
         body = {"device_id": self.settings.device_id, "time": time.time(),

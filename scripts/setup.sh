@@ -26,10 +26,26 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-if [ "${1:-}" = "legacy" ]; then
+legacy_python() {
     # tflite-runtime 2.14 is built against NumPy 1.x and has no wheels past Python 3.11.
+    for candidate in "$PYTHON" python3.11 python3.10; do
+        if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c \
+            'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 11))'; then
+            echo "$candidate"
+            return
+        fi
+    done
+}
+
+if [ "${1:-}" = "legacy" ]; then
+    LEGACY_PYTHON=$(legacy_python)
+    if [ -z "$LEGACY_PYTHON" ]; then
+        echo "setup: no Python 3.10 or 3.11 here, and tflite-runtime has no wheels for" \
+             "newer ones: the legacy-runtime environment is left out" >&2
+        exit 0
+    fi
     if [ ! -x .venv-legacy/bin/python ]; then
-        "$PYTHON" -m venv .venv-legacy
+        "$LEGACY_PYTHON" -m venv .venv-legacy
     fi
     .venv-legacy/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv-legacy/bin/python -m pip install -q 'tflite-runtime>=2.13' 'numpy<2' \
