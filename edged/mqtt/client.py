@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +27,7 @@ from edged import auth
 from edged.backoff import Backoff
 from edged.config import MqttConfig, OutboxConfig
 from edged.delivery import ConnectionState, Pending, Refusals, Tracker
+from edged.mqtt import wire
 from edged.outbox import Outbox
 from edged.types import Inbound, Outbound
 
@@ -36,31 +35,6 @@ log = structlog.get_logger("edged.mqtt")
 MAX_QUEUED_OUTBOUND = 10_000  # paho's own buffer of QoS>0 messages
 LOOP_S = 0.1  # network loop tick: how soon outbox entries and queued calls are served
 FLUSH_WINDOW = 100  # outbox entries in flight at once, so a backlog cannot flood paho
-REFUSAL_HINTS = {
-    "Not authorized": "the broker's ACL or authentication refuses this client",
-    "Bad user name or password": "check mqtt.username and the password",
-}
-
-
-def _no_delay(client: paho.Client) -> None:
-    """Turn off Nagle's algorithm: answers are small and must not wait for the next ACK."""
-    sock = client.socket()
-    if sock is not None and hasattr(sock, "setsockopt"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def describe_connect_error(exc: BaseException) -> str:
-    """A connect failure in words an operator can act on."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}); "
-                "check mqtt.tls.ca_file and the broker's name")
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the broker running on that port?)"
-    return f"{type(exc).__name__}: {exc}"
-
 
 class MqttClient:
     """One connection to the broker, kept up by edged's MQTT thread.
@@ -222,7 +196,7 @@ class MqttClient:
                                  paho.MQTT_CLEAN_START_FIRST_ONLY,
                                  properties=properties)
         except (OSError, ValueError) as exc:
-            self.state.change("unreachable", describe_connect_error(exc),
+            self.state.change("unreachable", wire.describe_connect_error(exc),
                               host=cfg.host, port=cfg.port)
             return False
         return True
@@ -330,13 +304,13 @@ class MqttClient:
                     reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:
             text = str(reason)
-            hint = REFUSAL_HINTS.get(text, "")
+            hint = wire.REFUSAL_HINTS.get(text, "")
             self.state.change("refused the connection", f"{text}: {hint}" if hint else text,
                               host=self._config.host, port=self._config.port)
             return
         self.last_activity = time.monotonic()
         self._backoff.reset()
-        _no_delay(client)
+        wire.no_delay(client)
         if self._subscriptions:
             self._subscribe(self._subscriptions)
         client.publish(self._status_topic, b"online", qos=1, retain=True)
@@ -384,21 +358,8 @@ class MqttClient:
             log.warning("dropped a message whose topic is not UTF-8")
             return
         try:
-            self._on_message_cb(_inbound(msg, topic, now))
+            self._on_message_cb(wire.inbound(msg, topic, now))
         except Exception:  # the network thread must survive any one message
             log.exception("error handling a message", topic=topic[:200])
 
 
-def _inbound(msg: paho.MQTTMessage, topic: str, now: float) -> Inbound:
-    props = getattr(msg, "properties", None)
-    response_topic = correlation = expiry = None
-    user: tuple[tuple[str, str], ...] = ()
-    if props is not None:
-        response_topic = getattr(props, "ResponseTopic", None) or None
-        correlation = getattr(props, "CorrelationData", None)
-        expiry = getattr(props, "MessageExpiryInterval", None)
-        user = tuple((str(k), str(v)) for k, v in getattr(props, "UserProperty", ()))
-    return Inbound(topic=topic, payload=bytes(msg.payload), qos=msg.qos,
-                   received_wall=time.time(), received_mono=now,
-                   response_topic=response_topic, correlation_data=correlation,
-                   user_properties=user, expiry_interval_s=expiry)
