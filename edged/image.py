@@ -48,6 +48,10 @@ class ImageOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     pad_value: int = 0
     """letterbox: the grey level (0..255) of the bars."""
+    as_is: bool = False
+    """Hand over the fitted uint8 pixels without normalising: for a uint8 input whose
+    quantization is exactly pixel/255 (and mean 0, std 1), where normalising and then
+    quantizing would give back the same bytes after four passes over the frame."""
 
     def __post_init__(self) -> None:
         for name, values in (("mean", self.mean), ("std", self.std)):
@@ -153,7 +157,7 @@ def decode_frame(payload: bytes, fmt: ImageFormat, options: ImageOptions) -> Dec
     decoded = _decode_jpeg(payload, options) if kind == "jpeg" else None
     pixels, frame_size = decoded if decoded is not None else _decode_pillow(payload, options)
     fitted, geometry = fit(pixels, options, frame_size)
-    return DecodedImage(normalise(fitted, options), geometry)
+    return DecodedImage(fitted if options.as_is else normalise(fitted, options), geometry)
 
 
 def _check_pixels(height: int, width: int, options: ImageOptions) -> None:

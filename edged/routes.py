@@ -15,7 +15,7 @@ from edged.config import RouteConfig
 from edged.errors import BadInputError, ConfigError
 from edged.image import DecodedImage, Geometry
 from edged.postprocess import AnomalyTracker, PostProcessor
-from edged.runtime import LoadedModel
+from edged.runtime import LoadedModel, TensorSpec
 from edged.types import Inbound
 from edged.window import Window, Windowers
 
@@ -68,6 +68,8 @@ class Route:
         options = None
         if inp.format in image.IMAGE_FORMATS:
             options = image.ImageOptions.from_config(inp, spec.shape)
+            if _pixels_are_the_input(options, spec):
+                options = replace(options, as_is=True)
         decode = codec.decoder_for(inp.format, spec.shape, spec.dtype, inp.field,
                                    image_options=options, base64_field=inp.base64_field)
         frames = None
@@ -124,6 +126,13 @@ class Route:
         if self.last.config.postprocess == "classification" and result.get("label") is None:
             return result, False  # nothing reached the threshold
         return result, True
+
+
+def _pixels_are_the_input(options: image.ImageOptions, spec: TensorSpec) -> bool:
+    """Whether quantizing (pixel/255 - mean)/std gives back the pixel bytes themselves."""
+    return (spec.dtype == np.uint8 and spec.zero_point == 0
+            and abs(spec.scale * 255.0 - 1.0) < 1e-6
+            and all(m == 0.0 for m in options.mean) and all(s == 1.0 for s in options.std))
 
 
 def handoff(outputs: Sequence[Array], source: LoadedModel, target: LoadedModel) -> Array:

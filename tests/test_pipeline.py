@@ -290,3 +290,28 @@ def test_a_message_no_route_matches_is_counted(digits: LoadedModel,
     pipeline.submit(frame(clock, topic="elsewhere/1"))
     assert published == []
     assert stats.totals()["unrouted"] == 1
+
+
+def test_image_frames_for_a_pixel_quantized_input_skip_normalising(digits: LoadedModel) -> None:
+    import io as _io
+
+    from PIL import Image
+
+    from edged import image as edged_image
+    from edged import preprocess
+
+    route = Route.bind(RouteConfig(name="cam", subscribe="cam/+", model="digits",
+                                   input={"format": "jpeg", "resize": "letterbox"}),
+                       {"digits": digits})
+    images = np.load(MODELS / "digits_holdout.npz")["images"][:20]
+    options = edged_image.ImageOptions.for_input(digits.input.shape, resize="letterbox")
+    assert not options.as_is
+    for picture in images:
+        buffer = _io.BytesIO()
+        grey = np.rint(picture[:, :, 0] * 255).astype(np.uint8)
+        Image.fromarray(grey).resize((24, 32)).save(buffer, format="JPEG", quality=90)
+        assert route.decode(buffer.getvalue()).dtype == np.uint8  # not normalised floats
+        fast, _ = route.prepare(buffer.getvalue(), None)
+        slow = preprocess.to_input_tensor(
+            edged_image.decode_frame(buffer.getvalue(), "jpeg", options).array, digits.input)
+        np.testing.assert_array_equal(fast, slow)
