@@ -225,7 +225,7 @@ class Pipeline:
         ahead = workers.scheduler.ahead_of(route.name, due.at)
         finish = expected_finish(now, ahead, len(workers.workers), workers.busy,
                                  workers.estimate.seconds)
-        if finish <= due.at - route.margin_s - self._responder.outbound_lag():
+        if finish <= route.latest_finish(due.at, self._responder.outbound_lag()):
             return "admitted"
         if workers.estimate.probe_due():
             return "probe"

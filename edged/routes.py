@@ -87,9 +87,10 @@ class Route:
     def name(self) -> str:
         return self.config.name
 
-    @property
-    def margin_s(self) -> float:
-        return self.config.reply_margin_ms / 1000.0
+    def latest_finish(self, due: float, outbound_lag: float) -> float:
+        """The last moment a result may be ready and still reach its sender by ``due``:
+        the route's reply margin and the MQTT client's outbound lag are kept in hand."""
+        return due - self.config.reply_margin_ms / 1000.0 - outbound_lag
 
     def matches(self, topic: str) -> bool:
         return topics.matches(self.config.subscribe, topic)

@@ -105,7 +105,7 @@ class Worker(threading.Thread):
         timings.invoke = (t2 - t1) * 1000
         timings.postprocess = (end - t2) * 1000
         timings.total = (end - job.message.received_mono) * 1000
-        late = end > job.due - job.route.margin_s - self._responder.outbound_lag()
+        late = end > job.route.latest_finish(job.due, self._responder.outbound_lag())
         if late and job.route.config.on_late == "drop":
             self._responder.error(
                 job.identity, job.message, "deadline",
@@ -142,9 +142,8 @@ class Worker(threading.Thread):
         """Re-check at pickup: never start what has expired or cannot finish in time."""
         if job.deadline.passed(now):
             reason, why = "expired", "passed"
-        elif not job.probe and now + self._estimate.seconds > (
-            job.due - job.route.margin_s - self._responder.outbound_lag()
-        ):
+        elif not job.probe and now + self._estimate.seconds > job.route.latest_finish(
+                job.due, self._responder.outbound_lag()):
             reason, why = "deadline", "could no longer be met"
         else:
             return False
