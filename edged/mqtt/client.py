@@ -56,7 +56,6 @@ class MqttClient:
         self._v5 = config.protocol == "5"
         self.outbox = outbox if outbox is not None else Outbox(OutboxConfig())
         self.connected = threading.Event()
-        self.last_activity = time.monotonic()
         self.loop_beat = time.monotonic()
         """When the MQTT thread last went round its loop (for the systemd watchdog)."""
         self.state = ConnectionState()
@@ -308,7 +307,6 @@ class MqttClient:
             self.state.change("refused the connection", f"{text}: {hint}" if hint else text,
                               host=self._config.host, port=self._config.port)
             return
-        self.last_activity = time.monotonic()
         self._backoff.reset()
         wire.no_delay(client)
         if self._subscriptions:
@@ -351,7 +349,6 @@ class MqttClient:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         now = time.monotonic()
-        self.last_activity = now
         try:
             topic = msg.topic
         except UnicodeDecodeError:
