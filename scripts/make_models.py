@@ -355,14 +355,20 @@ def train_classifier(
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
 
 
-def make_digits(out_dir: Path) -> dict[str, Any]:
-    """Train, quantize and evaluate the digits classifier; write its files."""
+def train_digits() -> tuple[tf.keras.Model, FloatArray, FloatArray, IntArray, float]:
+    """The digits CNN, trained from fixed seeds: model, train and test images, test
+    labels, float accuracy. The classifier and the two-model chain both start here."""
     set_seeds()
     x_train, x_test, y_train, y_test = load_digits_split()
     model = build_digits_model()
     x_aug, y_aug = augment_digits(x_train, y_train)
     train_classifier(model, x_aug, y_aug, epochs=30)
-    float_acc = keras_accuracy(model, x_test, y_test)
+    return model, x_train, x_test, y_test, keras_accuracy(model, x_test, y_test)
+
+
+def make_digits(out_dir: Path) -> dict[str, Any]:
+    """Train, quantize and evaluate the digits classifier; write its files."""
+    model, x_train, x_test, y_test, float_acc = train_digits()
 
     rng = np.random.default_rng(SEED)
     calibration = x_train[rng.choice(len(x_train), size=300, replace=False)]
@@ -419,12 +425,7 @@ def chain_predict(features: Path, head: Path, x: FloatArray) -> IntArray:
 def make_chain(out_dir: Path) -> dict[str, Any]:
     """The digits CNN split in two for model chains: a feature extractor (image -> 32
     features) and a classifier head (32 features -> 10 classes), quantized separately."""
-    set_seeds()
-    x_train, x_test, y_train, y_test = load_digits_split()
-    model = build_digits_model()
-    x_aug, y_aug = augment_digits(x_train, y_train)
-    train_classifier(model, x_aug, y_aug, epochs=30)
-    float_acc = keras_accuracy(model, x_test, y_test)
+    model, x_train, x_test, y_test, float_acc = train_digits()
     extractor = tf.keras.Model(model.inputs, model.layers[-2].output, name="digits_features")
     head = tf.keras.Sequential([tf.keras.Input(shape=(32,)), model.layers[-1]],
                                name="digits_head")

@@ -46,12 +46,17 @@ def test_check_names_the_key_path_and_line_of_a_typo(tmp_path: Path) -> None:
     )
 
 
-def test_check_fails_on_a_missing_model_file(tmp_path: Path) -> None:
+def check_digits_with(tmp_path: Path, **model: str) -> subprocess.CompletedProcess[str]:
+    """``edged check`` of the digits config with ``model`` keys replaced."""
     data = digits_config(1883)
-    data["models"]["digits"]["path"] = "nowhere/digits.tflite"
+    data["models"]["digits"].update(model)
     config = tmp_path / "edged.yaml"
     config.write_text(yaml.safe_dump(data))
-    done = edged("check", "--config", str(config))
+    return edged("check", "--config", str(config))
+
+
+def test_check_fails_on_a_missing_model_file(tmp_path: Path) -> None:
+    done = check_digits_with(tmp_path, path="nowhere/digits.tflite")
     assert done.returncode == 1
     assert str(tmp_path / "nowhere" / "digits.tflite") in done.stderr  # resolved next to the file
     assert "cannot read" in done.stderr
@@ -60,11 +65,7 @@ def test_check_fails_on_a_missing_model_file(tmp_path: Path) -> None:
 def test_check_fails_when_labels_do_not_match_the_classes(tmp_path: Path) -> None:
     labels = tmp_path / "three.labels"
     labels.write_text("a\nb\nc\n")
-    data = digits_config(1883)
-    data["models"]["digits"]["labels"] = str(labels)
-    config = tmp_path / "edged.yaml"
-    config.write_text(yaml.safe_dump(data))
-    done = edged("check", "--config", str(config))
+    done = check_digits_with(tmp_path, labels=str(labels))
     assert done.returncode == 1
     assert "3 labels for 10 output classes" in done.stderr
 
@@ -72,10 +73,6 @@ def test_check_fails_when_labels_do_not_match_the_classes(tmp_path: Path) -> Non
 def test_check_rejects_a_file_that_is_not_a_model(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"this is not a flatbuffer at all")
-    data = digits_config(1883)
-    data["models"]["digits"]["path"] = str(bogus)
-    config = tmp_path / "edged.yaml"
-    config.write_text(yaml.safe_dump(data))
-    done = edged("check", "--config", str(config))
+    done = check_digits_with(tmp_path, path=str(bogus))
     assert done.returncode == 1
     assert "not a TFLite flatbuffer" in done.stderr
