@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing import Pipe, Process
@@ -112,7 +113,8 @@ def raw_capacity(model: Path, workers: int, seconds: float) -> dict[str, float]:
 def start_edged(work: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     config = {
         "device_id": "bench",
-        "mqtt": {"host": "127.0.0.1", "port": port, "protocol": "5"},
+        "mqtt": {"host": "127.0.0.1", "port": port, "protocol": "5",
+                 "receive_maximum": args.receive_maximum},
         "models": {"m": {"path": str(MODELS.get(args.model, Path(args.model))),
                          "workers": args.workers, "postprocess": "classification"}},
         "routes": [{"name": "bench", "subscribe": "bench/+/in", "model": "m",
@@ -134,6 +136,13 @@ def start_edged(work: Path, port: int, args: argparse.Namespace) -> subprocess.P
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
 
 
 def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
@@ -267,13 +276,19 @@ class Loader:
         self.sender = RawPublisher(port, f"bench-sender-{uuid.uuid4().hex[:6]}")
         self._seq = 0
 
+    @property
+    def receiver_pid(self) -> int:
+        return self._receiver.pid or 0
+
     def close(self) -> None:
         self._conn.send("stop")
         self._receiver.join(10)
         self.sender.close()
 
-    def run(self, phase: Phase, seconds: float, deadline_ms: float, poisson: bool) -> float:
-        """Send open-loop for ``seconds``, then collect the answers; return the send rate."""
+    def run(self, phase: Phase, seconds: float, deadline_ms: float, poisson: bool,
+            on_sent: Callable[[], None] | None = None) -> float:
+        """Send open-loop for ``seconds``, then collect the answers; return the send rate.
+        ``on_sent`` runs once the last message is sent, before waiting for late answers."""
         rng = np.random.default_rng(1)
         gap = 1.0 / phase.rate
         start = time.monotonic()
@@ -294,6 +309,8 @@ class Loader:
                 print(f"\r  {phase.rate:8.0f}/s: sent {self._seq - first:7d} "
                       f"t={now - start:3.0f}s", end="", file=sys.stderr)
         achieved = (self._seq - first) / (time.monotonic() - start)
+        if on_sent is not None:
+            on_sent()
         time.sleep(deadline_ms / 1000 + 1.0)  # let the last answers come in
         self._conn.send("take")
         phase.answers = self._conn.recv()
@@ -304,8 +321,9 @@ class Loader:
 
 def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
               capacity: float) -> dict[str, Any]:
-    rtts, errors, late_split = [], {}, []
+    rtts, errors, late_split, inbound_all = [], {}, [], []
     for seq, a in phase.answers.items():
+        inbound_all.append((a.edged_received - phase.sent_at[seq]) * 1000)
         if a.reason is not None:
             errors[a.reason] = errors.get(a.reason, 0) + 1
             continue
@@ -332,6 +350,9 @@ def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
         "attainment": round(on_time / sent, 4) if sent else None,
         "latency_ms": pct,
         "goodput_of_capacity": round(on_time / seconds / capacity, 4),
+        # How old frames were when edged read them, over every answer (results and refusals).
+        "to_edged_ms": {f"p{q}": round(float(np.percentile(inbound_all, q)), 2)
+                        for q in (50, 90, 99)} if inbound_all else None,
         "late_median_split_ms": {
             k: round(float(np.median([s[i] for s in late_split])), 2)
             for i, k in enumerate(("to_edged", "in_edged", "back_to_sender"))
@@ -355,6 +376,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{fmt(lat['p90'])} {fmt(lat['p99'])} {r['late']:>5} {rejected:>28} "
               f"{r['edged_cpu_pct']:>6.0f} {r['edged_peak_rss_mb']:>7.1f} "
               f"{r['goodput_of_capacity']:>7.3f}")
+    print(f"\n{'load':>6} {'age at edged p50/p90/p99 ms':>28} {'machine cpu %':>14} "
+          f"{'broker %':>9} {'sender %':>9} {'receiver %':>11}")
+    for r in rows:
+        age = r["to_edged_ms"] or {}
+        other = r["other_cpu_pct"]
+        ages = "/".join(f"{age.get(k, float('nan')):.1f}" for k in ("p50", "p90", "p99"))
+        print(f"{r['load']:>6} {ages:>28} {r['machine_cpu_pct']:>14.0f} "
+              f"{other.get('broker', float('nan')):>9.0f} {other.get('sender', 0):>9.0f} "
+              f"{other.get('receiver', 0):>11.0f}")
 
 
 def main() -> int:
@@ -377,6 +407,11 @@ def main() -> int:
     p.add_argument("--soak", type=float, default=0.0,
                    help="after the table, run this many seconds at the highest load sampling RSS")
     p.add_argument("--broker", help="HOST:PORT of a broker to use instead of a private one")
+    p.add_argument("--receive-maximum", type=int, default=64,
+                   help="edged's mqtt.receive_maximum")
+    p.add_argument("--broker-config", action="append", default=[], metavar="LINE",
+                   help="a line added to the private mosquitto's config, e.g. "
+                        "'max_queued_messages 16' (repeatable)")
     p.add_argument("--json-out", type=Path, default=REPO / "bench-results" / "bench.json")
     args = p.parse_args()
     sys.setswitchinterval(0.0005)  # as edged does: the reply thread must not wait 5 ms
@@ -394,12 +429,13 @@ def main() -> int:
         if args.broker:
             port = int(args.broker.rpartition(":")[2])
         else:
-            broker = Broker(work)
+            broker = Broker(work, extra=args.broker_config)
             broker.start()
             port = broker.port
         edged = start_edged(work, port, args)
         try:
-            return run_phases(args, cap, edged, port, model, work)
+            return run_phases(args, cap, edged, port, model, work,
+                              broker.pid if broker is not None else None)
         finally:
             edged.send_signal(signal.SIGTERM)
             try:
@@ -411,7 +447,7 @@ def main() -> int:
 
 
 def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subprocess.Popen[bytes],
-               port: int, model: Path, work: Path) -> int:
+               port: int, model: Path, work: Path, broker_pid: int | None) -> int:
     interp = select_backend().interpreter_class(model_path=str(model))
     detail = interp.get_input_details()[0]
     payload = np.random.default_rng(0).integers(0, 255, detail["shape"]).astype(
@@ -427,7 +463,8 @@ def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subproces
         (f"{x:g}x", x * capacity) for x in args.loads]
     rows = []
     for label, rate in levels:
-        rows.append(run_level(loader, edged.pid, label, rate, args, capacity))
+        others = {"broker": broker_pid, "sender": os.getpid(), "receiver": loader.receiver_pid}
+        rows.append(run_level(loader, edged.pid, others, label, rate, args, capacity))
     soak = run_soak(loader, edged.pid, levels[-1][1], args) if args.soak else None
     loader.close()
     print(f"\nmodel {model.name}, {args.workers} workers, deadline {args.deadline_ms:g} ms, "
@@ -453,15 +490,26 @@ def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subproces
     return 0
 
 
-def run_level(loader: Loader, pid: int, label: str, rate: float, args: argparse.Namespace,
-              capacity: float) -> dict[str, Any]:
+def run_level(loader: Loader, pid: int, others: dict[str, int | None], label: str, rate: float,
+              args: argparse.Namespace, capacity: float) -> dict[str, Any]:
+    """One load level. Besides edged's own CPU it records what the broker, the sender, the
+    receiver and the whole machine used while the load was being sent: on a small box they
+    share the cores that the raw capacity was measured on."""
     phase = Phase(rate)
     reset_peak_rss(pid)
-    cpu0, t0 = proc_cpu_s(pid), time.monotonic()
-    achieved = loader.run(phase, args.duration, args.deadline_ms, args.poisson)
-    cpu = (proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+    watched = {"edged": pid, **{k: v for k, v in others.items() if v}}
+    cpu0 = {k: proc_cpu_s(v) for k, v in watched.items()}
+    busy0, t0 = machine_busy_s(), time.monotonic()
+    snapshot: dict[str, float] = {}
+    achieved = loader.run(phase, args.duration, args.deadline_ms, args.poisson,
+                          on_sent=lambda: snapshot.update(
+                              {k: proc_cpu_s(v) for k, v in watched.items()},
+                              busy=machine_busy_s(), t=time.monotonic()))
+    cpu = {k: round((snapshot[k] - cpu0[k]) / (snapshot["t"] - t0) * 100, 1) for k in watched}
+    busy = round((snapshot["busy"] - busy0) / (snapshot["t"] - t0) * 100, 1)
     row = summarise(phase, args.duration, achieved, args.deadline_ms, capacity)
-    row.update(load=label, edged_cpu_pct=round(cpu, 1), edged_peak_rss_mb=proc_rss_mb(pid))
+    row.update(load=label, edged_cpu_pct=cpu.pop("edged"), edged_peak_rss_mb=proc_rss_mb(pid),
+               other_cpu_pct=cpu, machine_cpu_pct=busy)
     return row
 
 

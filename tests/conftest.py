@@ -7,10 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.broker import Broker
 from tests.support.daemon import Edged
 from tests.support.probe import Probe
+
+
+# CI machines are small and shared: how fast hypothesis generates examples, or how long one
+# example takes, says nothing about the code. The properties themselves are all checked.
+settings.register_profile(
+    "edged", deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("edged")
 
 
 @pytest.fixture(autouse=True)

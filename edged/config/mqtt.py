@@ -42,6 +42,11 @@ class MqttConfig(Section):
         3600, ge=0, le=4_294_967_295, description="how long the broker keeps edged's "
         "subscriptions and queued QoS 1 input while edged is away; 0: a clean session"
     )
+    receive_maximum: int = Field(
+        64, ge=1, le=65535, description="MQTT 5: messages the broker may have on their way "
+        "to edged at once. mosquitto counts it into the QoS 0 messages it holds for edged, "
+        "so a low value keeps frames from going stale in the broker during an overload"
+    )
     password: SecretStr | None = Field(
         None, description="discouraged: prefer password_file or the systemd credential"
     )

@@ -27,7 +27,7 @@ from edged import auth
 from edged.backoff import Backoff
 from edged.config import MqttConfig, OutboxConfig
 from edged.delivery import ConnectionState, Pending, Refusals, Tracker
-from edged.mqtt import wire
+from edged.mqtt import fastpath, wire
 from edged.outbox import Outbox
 from edged.types import Inbound, Outbound
 
@@ -49,6 +49,7 @@ class MqttClient:
     def __init__(self, config: MqttConfig, client_id: str, status_topic: str,
                  subscriptions: Sequence[str], on_message: Callable[[Inbound], None],
                  outbox: Outbox | None = None) -> None:
+        fastpath.install()
         self._config = config
         self._status_topic = status_topic
         self._subscriptions = list(dict.fromkeys(subscriptions))
@@ -189,6 +190,7 @@ class MqttClient:
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = cfg.session_expiry_s
+            properties.ReceiveMaximum = cfg.receive_maximum
         try:
             self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
                                  clean_start=cfg.session_expiry_s == 0 if self._v5 else
@@ -266,11 +268,8 @@ class MqttClient:
         """Hand ``message`` to paho; False if paho's buffer is full (try again later)."""
         properties = None
         if self._v5 and (message.correlation_data is not None or message.user_properties):
-            properties = Properties(PacketTypes.PUBLISH)
-            if message.correlation_data is not None:
-                properties.CorrelationData = message.correlation_data
-            if message.user_properties:
-                properties.UserProperty = list(message.user_properties)
+            properties = fastpath.reply_properties(message.correlation_data,
+                                                   list(message.user_properties))
         qos = max(message.qos, 1) if entry_id is not None else message.qos
         try:
             info = self._client.publish(message.topic, message.payload, qos=qos,

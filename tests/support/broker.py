@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +68,13 @@ class Broker:
     present certificates from, if any); ``password_file`` and ``acl_file`` turn on
     authentication and authorisation; ``persistence`` keeps sessions and queued messages
     across a restart, saved after every change so even ``kill -9`` loses (almost) nothing.
+    ``extra`` lines are appended to the config as they are.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *,
                  tls: TlsListener | None = None, password_file: Path | None = None,
-                 acl_file: Path | None = None, persistence: bool = False) -> None:
+                 acl_file: Path | None = None, persistence: bool = False,
+                 extra: Sequence[str] = ()) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.tls_port = free_port() if tls is not None else None
@@ -99,7 +102,7 @@ class Broker:
             # private folder (its certificates, password file) or write its database there.
             lines.append("user root")
         lines += ["set_tcp_nodelay true", f"log_dest file {self.log}",
-                  "log_type error", "log_type warning", "log_type notice"]
+                  "log_type error", "log_type warning", "log_type notice", *extra]
         self.conf.write_text("\n".join(lines) + "\n")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -109,6 +112,10 @@ class Broker:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
