@@ -13,7 +13,6 @@ from tests.support.broker import Broker
 from tests.support.daemon import Edged
 from tests.support.probe import Probe
 
-
 # CI machines are small and shared: how fast hypothesis generates examples, or how long one
 # example takes, says nothing about the code. The properties themselves are all checked.
 settings.register_profile(
