@@ -252,6 +252,7 @@ class Server:
         self.notifier.stopping()
         if self.watchdog is not None:
             self.watchdog.stop()
+        self.mqtt.hold_input()
         self.pipeline.stop(timeout)
         for thread in self._retiring:
             thread.join(timeout)

@@ -18,7 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -35,6 +35,7 @@ log = structlog.get_logger("edged.mqtt")
 MAX_QUEUED_OUTBOUND = 10_000  # paho's own buffer of QoS>0 messages
 LOOP_S = 0.1  # network loop tick: how soon outbox entries and queued calls are served
 FLUSH_WINDOW = 100  # outbox entries in flight at once, so a backlog cannot flood paho
+READ_BATCH = 32  # packets read back to back before the loop selects again
 
 class MqttClient:
     """One connection to the broker, kept up by edged's MQTT thread.
@@ -62,6 +63,10 @@ class MqttClient:
         self.state = ConnectionState()
         self.refusals = Refusals()
         self.dropped_offline = 0
+        self._messages_in = 0  # PUBLISH packets handed to edged, for batched reading
+        self._holding = False
+        self.held_for_next_session = 0
+        """QoS 1 messages left unacknowledged on shutdown for the next session."""
         self._tracker = Tracker()
         self.announce: list[Outbound] = []
         """Published on every connect, after ``online`` (Home Assistant discovery)."""
@@ -80,6 +85,7 @@ class MqttClient:
             CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if self._v5 else cfg.session_expiry_s == 0,
+            manual_ack=True,  # acknowledged in _on_message, except input held on shutdown
         )
         client.enable_logger(None)
         client.max_queued_messages_set(MAX_QUEUED_OUTBOUND)
@@ -134,7 +140,8 @@ class MqttClient:
             self.outbox.put(message)
         left = self.outbox.close()
         self.state.change("stopped", delivered_on_stop=flush, undelivered=left,
-                          kept_in_spool=self.outbox.spooled)
+                          kept_in_spool=self.outbox.spooled,
+                          held_for_next_session=self.held_for_next_session)
         if left and not self.outbox.spooled:
             log.error("results not delivered and lost: no outbox.spool_path", count=left)
 
@@ -205,12 +212,28 @@ class MqttClient:
     def _serve(self) -> None:
         while not self._stop.is_set():
             rc = self._client.loop(timeout=LOOP_S)
+            if rc == paho.MQTT_ERR_SUCCESS:
+                rc = self._read_on()
             self.loop_beat = time.monotonic()
             self._run_calls()
             if rc != paho.MQTT_ERR_SUCCESS:
                 return
             if self.connected.is_set():
                 self._flush_outbox()
+
+    def _read_on(self) -> MQTTErrorCode:
+        """paho's loop reads one packet per select(). While messages keep coming, read on
+        without selecting again (up to READ_BATCH), writing whatever answers are waiting
+        between them; stop at the first read that brings no message."""
+        rc = paho.MQTT_ERR_SUCCESS
+        for _ in range(READ_BATCH):
+            before = self._messages_in
+            rc = self._client.loop_read()
+            if rc == paho.MQTT_ERR_SUCCESS and self._client.want_write():
+                rc = self._client.loop_write()
+            if rc != paho.MQTT_ERR_SUCCESS or self._messages_in == before:
+                break
+        return rc
 
     def _wait(self, seconds: float) -> None:
         """Sleep between attempts, still serving queued calls and showing a heartbeat."""
@@ -348,14 +371,30 @@ class MqttClient:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         now = time.monotonic()
+        self._messages_in += 1
+        if self._holding and msg.qos == 1:
+            # Not acknowledged: the broker delivers it again to edged's next session.
+            self.held_for_next_session += 1
+            return
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             log.warning("dropped a message whose topic is not UTF-8")
             return
+        finally:
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
         try:
             self._on_message_cb(wire.inbound(msg, topic, now))
         except Exception:  # the network thread must survive any one message
             log.exception("error handling a message", topic=topic[:200])
+
+    def hold_input(self) -> bool:
+        """Stop taking QoS 1 input without losing it: from now on it is left unacknowledged,
+        and the broker delivers it again when edged's session resumes. Only with a
+        persistent session (``session_expiry_s`` > 0); True if input is now held. QoS 0 and
+        QoS 2 input still reach edged (the broker would not deliver them again)."""
+        self._holding = self._config.session_expiry_s > 0
+        return self._holding
 
 

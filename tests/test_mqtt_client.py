@@ -1,0 +1,114 @@
+"""edged's MQTT client against a real mosquitto: acknowledgements and input held on stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from edged.config import MqttConfig
+from edged.mqtt import MqttClient
+from edged.types import Inbound
+from tests.support.broker import Broker
+from tests.support.probe import Probe
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Inbound] = []
+        self.arrived = threading.Condition()
+
+    def __call__(self, message: Inbound) -> None:
+        with self.arrived:
+            self.messages.append(message)
+            self.arrived.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+            return [m.payload for m in self.messages]
+
+
+def make_client(port: int, client_id: str, topic: str, inbox: Inbox,
+                session_expiry_s: int = 60) -> MqttClient:
+    cfg = MqttConfig(port=port, session_expiry_s=session_expiry_s, reconnect_min_s=0.1,
+                     reconnect_max_s=0.5)
+    return MqttClient(cfg, client_id, f"edged/{client_id}/status", [topic], inbox)
+
+
+def started(client: MqttClient) -> MqttClient:
+    client.start()
+    assert client.connected.wait(10)
+    time.sleep(0.2)  # the SUBSCRIBE is acknowledged
+    return client
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("qos", [1, 2])
+def test_input_is_acknowledged_and_not_delivered_twice(broker: Broker, qos: int) -> None:
+    topic = f"ack/{uuid.uuid4().hex[:8]}/in"
+    name = f"edged-ack-{qos}-{uuid.uuid4().hex[:6]}"
+    inbox = Inbox()
+    client = started(make_client(broker.port, name, topic, inbox))
+    probe = Probe(broker.port)
+    try:
+        for i in range(20):
+            probe.publish(topic, str(i).encode(), qos=qos)
+        assert inbox.wait_for(20) == [str(i).encode() for i in range(20)]
+        client.stop()
+        # Every message was acknowledged: the resumed session brings none of them again.
+        again = Inbox()
+        resumed = started(make_client(broker.port, name, topic, again))
+        probe.publish(topic, b"after", qos=qos)
+        assert again.wait_for(1) == [b"after"]
+        resumed.stop()
+    finally:
+        probe.close()
+
+
+@pytest.mark.integration
+def test_qos1_input_held_on_stop_comes_back_to_the_next_session(broker: Broker) -> None:
+    topic = f"hold/{uuid.uuid4().hex[:8]}/in"
+    name = f"edged-hold-{uuid.uuid4().hex[:6]}"
+    first_inbox = Inbox()
+    first = started(make_client(broker.port, name, topic, first_inbox))
+    probe = Probe(broker.port)
+    try:
+        probe.publish(topic, b"before", qos=1)
+        assert first_inbox.wait_for(1) == [b"before"]
+        assert first.hold_input()
+        for i in range(10):
+            probe.publish(topic, f"held {i}".encode(), qos=1)
+        deadline = time.monotonic() + 10
+        while first.held_for_next_session < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.held_for_next_session == 10
+        first.stop()
+        assert first_inbox.wait_for(1) == [b"before"], "held input must not reach edged"
+
+        second_inbox = Inbox()
+        second = started(make_client(broker.port, name, topic, second_inbox))
+        held = second_inbox.wait_for(10)
+        second.stop()
+        assert sorted(held) == sorted(f"held {i}".encode() for i in range(10))
+    finally:
+        probe.close()
+
+
+@pytest.mark.integration
+def test_without_a_persistent_session_nothing_is_held(broker: Broker) -> None:
+    topic = f"nohold/{uuid.uuid4().hex[:8]}/in"
+    inbox = Inbox()
+    client = started(make_client(broker.port, f"edged-nohold-{uuid.uuid4().hex[:6]}", topic,
+                                 inbox, session_expiry_s=0))
+    probe = Probe(broker.port)
+    try:
+        assert not client.hold_input()
+        probe.publish(topic, b"still delivered", qos=1)
+        assert inbox.wait_for(1) == [b"still delivered"]
+        assert client.held_for_next_session == 0
+        client.stop()
+    finally:
+        probe.close()
