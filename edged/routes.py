@@ -4,6 +4,7 @@ lives here, one set per route."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -154,7 +155,7 @@ def _check_chain(first: LoadedModel, chain: tuple[LoadedModel, ...]) -> None:
             raise ValueError(f"chain: {source.name!r} has {len(source.outputs)} outputs; "
                              "a link passes exactly one")
         have, want = source.outputs[0].shape, target.input.shape
-        if int(np.prod(have)) != int(np.prod(want)):
+        if int(math.prod(have)) != int(math.prod(want)):
             raise ValueError(f"chain: {source.name!r} outputs {list(have)}, which does not "
                              f"fit {target.name!r}'s input {list(want)}")
 

@@ -147,3 +147,34 @@ def test_install_puts_the_decoder_where_paho_looks_for_it() -> None:
 
     fastpath.install()
     assert paho_packet.decode_publish is fastpath.decode_publish
+
+
+def test_buffered_socket_serves_small_reads_from_one_recv() -> None:
+    import socket
+
+    left, right = socket.socketpair()
+    try:
+        left.sendall(b"\x30\x05hello" + b"\x30\x03abc")
+        buffered = fastpath.BufferedSocket(right)
+        assert buffered.recv(1) == b"\x30"
+        assert buffered.pending() == 11  # the rest of both packets, read at once
+        assert buffered.recv(1) == b"\x05"
+        assert buffered.recv(5) == b"hello"
+        assert buffered.recv(100) == b"\x30\x03abc"  # no more than is buffered
+        assert buffered.pending() == 0
+        right.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            buffered.recv(1)
+        big = bytes(range(256)) * 1024
+        left.sendall(big)
+        got = b""
+        while len(got) < len(big):
+            try:
+                got += buffered.recv(len(big) - len(got))
+            except BlockingIOError:
+                continue
+        assert got == big
+        assert buffered.fileno() == right.fileno()  # everything else is the socket's
+    finally:
+        left.close()
+        right.close()

@@ -81,7 +81,7 @@ class MqttClient:
 
     def _make_client(self, client_id: str) -> paho.Client:
         cfg = self._config
-        client = paho.Client(
+        client = fastpath.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if self._v5 else cfg.session_expiry_s == 0,

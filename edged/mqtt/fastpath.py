@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt._packet as paho_packet
+import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
@@ -189,6 +190,52 @@ def reply_properties(correlation_data: bytes | None,
     if user_properties:
         object.__setattr__(props, "UserProperty", [(str(k), str(v)) for k, v in user_properties])
     return props
+
+
+READ_CHUNK = 65536
+
+
+class BufferedSocket:
+    """paho's socket, read in chunks. paho asks for an MQTT packet one byte at a time
+    (the packet type, each byte of the remaining length) and then the rest: three or more
+    recv() calls per small packet, each one giving up the GIL and waiting to get it back
+    from busy workers. This reads up to ``READ_CHUNK`` bytes at once and serves paho's
+    small reads from them; ``pending()`` tells paho's loop that buffered bytes are there
+    to read (paho asks it of TLS sockets for the same reason). Everything else is the
+    socket's own."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._pos < len(self._buf):
+            end = min(self._pos + size, len(self._buf))
+            out = self._buf[self._pos:end]
+            self._pos = end
+            return out
+        if size >= READ_CHUNK:
+            return bytes(self._sock.recv(size))
+        data = bytes(self._sock.recv(READ_CHUNK))
+        if len(data) <= size:
+            return data
+        self._buf, self._pos = data, size
+        return data[:size]
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buf) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class Client(paho.Client):
+    """paho's client with a buffered socket (see :class:`BufferedSocket`)."""
+
+    def _create_socket(self) -> Any:
+        return BufferedSocket(super()._create_socket())
 
 
 def install() -> None:
