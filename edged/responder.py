@@ -93,9 +93,9 @@ class Responder:
         """Publish a result on the route's topic (unless ``to_route`` is false: nothing new
         to say there) and answer the requester's Response Topic."""
         payload = results.result_payload(identity, result, timings, deadline_ms, late)
+        self._reply(message, payload)  # first: the requester is waiting for it
         if to_route:
             self._publish(Outbound(topic, payload, qos=qos))
-        self._reply(message, payload)
         self._stats.answered(identity.route, timings, late)
 
     def error(

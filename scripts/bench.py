@@ -189,9 +189,10 @@ def receive(port: int, topic: str, conn: Connection, niceness: int) -> None:
     def parse(arrived: float, payload: bytes) -> Answer:
         body = json.loads(payload)
         received = datetime.fromisoformat(body["received_at"].replace("Z", "+00:00"))
-        total = body.get("timings_ms", {}).get("total", 0.0)
+        timings = body.get("timings_ms", {})
         reason = body["error"]["reason"] if "error" in body else None
-        return Answer(arrived, reason, received.timestamp(), total)
+        return Answer(arrived, reason, received.timestamp(), timings.get("total", 0.0),
+                      timings.get("queue", 0.0))
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-receiver",
                          protocol=MQTTProtocolVersion.MQTTv5)
@@ -218,6 +219,7 @@ class Answer:
     reason: str | None
     edged_received: float
     edged_total_ms: float
+    edged_queue_ms: float = 0.0
 
 
 @dataclass
@@ -335,17 +337,28 @@ class Loader:
 
 def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
               capacity: float) -> dict[str, Any]:
-    rtts, errors, late_split, inbound_all = [], {}, [], []
+    rtts: list[float] = []
+    errors: dict[str, int] = {}
+    inbound_all: list[float] = []
+    splits: list[tuple[float, float, float, float]] = []
     for seq, a in phase.answers.items():
-        inbound_all.append((a.edged_received - phase.sent_at[seq]) * 1000)
+        inbound = (a.edged_received - phase.sent_at[seq]) * 1000
+        inbound_all.append(inbound)
         if a.reason is not None:
             errors[a.reason] = errors.get(a.reason, 0) + 1
             continue
         rtts.append((a.arrived - phase.sent_at[seq]) * 1000)
-        if rtts[-1] > deadline_ms:  # where did a late answer spend its time?
-            inbound = (a.edged_received - phase.sent_at[seq]) * 1000
-            late_split.append((inbound, a.edged_total_ms, rtts[-1] - inbound - a.edged_total_ms))
+        # Where the time went: sender -> edged, queued in edged, run in edged, edged -> sender.
+        splits.append((inbound, a.edged_queue_ms, a.edged_total_ms - a.edged_queue_ms,
+                       rtts[-1] - inbound - a.edged_total_ms))
     rtt = np.array(rtts)
+
+    def split(rows: list[tuple[float, float, float, float]]) -> dict[str, float] | None:
+        if not rows:
+            return None
+        keys = ("to_edged", "queued", "in_edged", "back_to_sender")
+        return {k: round(float(np.median([r[i] for r in rows])), 2) for i, k in enumerate(keys)}
+
     sent = len(phase.sent_at)
     on_time = int(np.sum(rtt <= deadline_ms)) if rtt.size else 0
     late = int(rtt.size - on_time)
@@ -367,10 +380,12 @@ def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
         # How old frames were when edged read them, over every answer (results and refusals).
         "to_edged_ms": {f"p{q}": round(float(np.percentile(inbound_all, q)), 2)
                         for q in (50, 90, 99)} if inbound_all else None,
-        "late_median_split_ms": {
-            k: round(float(np.median([s[i] for s in late_split])), 2)
-            for i, k in enumerate(("to_edged", "in_edged", "back_to_sender"))
-        } if late_split else None,
+        # Medians of each part, over all results, the slowest 1 % and the late ones.
+        "median_split_ms": split(splits),
+        "slowest_1pct_split_ms": split([x for x, t in zip(splits, rtts, strict=True)
+                                        if t >= pct["p99"]]) if rtt.size else None,
+        "late_median_split_ms": split([x for x, t in zip(splits, rtts, strict=True)
+                                       if t > deadline_ms]),
     }
 
 
@@ -422,10 +437,9 @@ def main() -> int:
                    help="route's reply_margin_ms: time kept for the answer's way back")
     p.add_argument("--soak", type=float, default=0.0,
                    help="after the table, run this many seconds at the highest load sampling RSS")
-    p.add_argument("--instrument-niceness", type=int, default=-5,
-                   help="niceness of the sender and the receiver (applied when allowed): "
-                        "on a separate machine they would not compete with edged for CPU, "
-                        "and a starved receiver stamps answers late that were not")
+    p.add_argument("--instrument-niceness", type=int, default=0,
+                   help="niceness of the sender and the receiver (a negative one needs "
+                        "root): on a separate machine they would not compete with edged")
     p.add_argument("--broker", help="HOST:PORT of a broker to use instead of a private one")
     p.add_argument("--receive-maximum", type=int, default=64,
                    help="edged's mqtt.receive_maximum")
@@ -499,12 +513,16 @@ def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subproces
           f"raw capacity {capacity:.0f}/s, "
           f"invoke p50 {cap['invoke_ms_p50']:.3f} ms p99 {cap['invoke_ms_p99']:.3f} ms")
     print_table(rows)
+    print("\nwhere the time went (median ms: sender -> edged / queued in edged / running in "
+          "edged / edged -> sender)")
     for r in rows:
-        if r["late_median_split_ms"]:
-            split = r["late_median_split_ms"]
-            print(f"  {r['load']}: {r['late']} late answers, median ms: sender -> edged "
-                  f"{split['to_edged']}, in edged {split['in_edged']}, edged -> sender "
-                  f"{split['back_to_sender']}")
+        for label, key in (("all results", "median_split_ms"),
+                           ("slowest 1 %", "slowest_1pct_split_ms"),
+                           (f"{r['late']} late", "late_median_split_ms")):
+            if r[key]:
+                part = r[key]
+                print(f"  {r['load']:>6} {label:>12}: {part['to_edged']:.2f} / {part['queued']:.2f}"
+                      f" / {part['in_edged']:.2f} / {part['back_to_sender']:.2f}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps({
         "model": model.name, "workers": args.workers, "deadline_ms": args.deadline_ms,

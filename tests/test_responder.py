@@ -143,9 +143,10 @@ def test_result_goes_to_the_route_topic_and_the_response_topic(
     identity = r.identity("cam", "digits", message)
     r.result(identity, message, "edged/box-1/predictions/cam", 1, {"label": "7"},
              Timings(total=3.0), 100.0)
+    # The reply first: its requester is waiting for it.
     assert [(o.topic, o.qos, o.correlation_data) for o in sent] == [
-        ("edged/box-1/predictions/cam", 1, None),
         ("replies/client-9", 1, b"\x01\x02"),
+        ("edged/box-1/predictions/cam", 1, None),
     ]
     assert json.loads(sent[0].payload)["result"] == {"label": "7"}
     assert stats.totals()["succeeded"] == 1
@@ -157,7 +158,7 @@ def test_result_goes_out_with_the_routes_qos_and_the_reply_with_the_requests(
     r = responder(sent, stats)
     message = inbound("replies/x")  # a QoS 1 request
     r.result(r.identity("cam", "digits", message), message, "out", 0, {}, Timings(), 100.0)
-    assert [(o.topic, o.qos) for o in sent] == [("out", 0), ("replies/x", 1)]
+    assert [(o.topic, o.qos) for o in sent] == [("replies/x", 1), ("out", 0)]
 
 
 def test_identity_comes_from_the_message(sent: list[Outbound], stats: Stats) -> None:
