@@ -192,7 +192,7 @@ def receive(port: int, topic: str, conn: Connection, niceness: int) -> None:
         timings = body.get("timings_ms", {})
         reason = body["error"]["reason"] if "error" in body else None
         return Answer(arrived, reason, received.timestamp(), timings.get("total", 0.0),
-                      timings.get("queue", 0.0))
+                      timings.get("queue", 0.0), timings)
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-receiver",
                          protocol=MQTTProtocolVersion.MQTTv5)
@@ -220,6 +220,7 @@ class Answer:
     edged_received: float
     edged_total_ms: float
     edged_queue_ms: float = 0.0
+    edged_timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -380,6 +381,11 @@ def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
         # How old frames were when edged read them, over every answer (results and refusals).
         "to_edged_ms": {f"p{q}": round(float(np.percentile(inbound_all, q)), 2)
                         for q in (50, 90, 99)} if inbound_all else None,
+        "edged_stage_median_ms": {
+            k: round(float(np.median([a.edged_timings_ms[k] for a in phase.answers.values()
+                                      if a.reason is None and k in a.edged_timings_ms])), 3)
+            for k in ("queue", "preprocess", "invoke", "postprocess", "total")
+        } if rtt.size else None,
         # Medians of each part, over all results, the slowest 1 % and the late ones.
         "median_split_ms": split(splits),
         "slowest_1pct_split_ms": split([x for x, t in zip(splits, rtts, strict=True)
