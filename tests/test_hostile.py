@@ -8,6 +8,7 @@ import json
 import pickle
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ REPLIES = "replies/hostile"
 
 
 def image() -> np.ndarray:
-    return np.load(MODELS / "digits_holdout.npz")["images"][0].astype(np.float32)
+    images = np.asarray(np.load(MODELS / "digits_holdout.npz")["images"], dtype=np.float32)
+    first: np.ndarray = images[0]
+    return first
 
 
 def npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
@@ -94,7 +97,7 @@ def test_mixed_good_and_hostile_stream_every_message_accounted(
         replies = probe.collect(3 * len(messages), timeout=30, topic=REPLIES)
     finally:
         probe.close()
-    got: dict[str, dict[str, object]] = {}
+    got: dict[str, dict[str, Any]] = {}
     for reply in replies:
         got[(reply.correlation_data or b"").decode()] = reply.json()
     problems = []

@@ -81,8 +81,11 @@ def test_spool_bound_drops_the_oldest(tmp_path: Path) -> None:
 
 def test_put_from_many_threads_loses_nothing(tmp_path: Path) -> None:
     box = Outbox(OutboxConfig(spool_path=tmp_path / "o.sqlite"))
-    threads = [threading.Thread(target=lambda t=t: [box.put(msg(t * 100 + i))
-                                                    for i in range(100)]) for t in range(4)]
+    def put(t: int) -> None:
+        for i in range(100):
+            box.put(msg(t * 100 + i))
+
+    threads = [threading.Thread(target=put, args=(t,)) for t in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -59,7 +59,7 @@ class Ledger:
 
 def frame() -> bytes:
     image = np.load(MODELS / "digits_holdout.npz")["images"][0]
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8).tobytes()
+    return bytes(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8).tobytes())
 
 
 class Publisher(threading.Thread):

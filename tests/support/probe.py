@@ -51,13 +51,15 @@ class Probe:
         if session_expiry is not None:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = session_expiry
-            self.client.reconnect_delay_set(0.1, 0.5)
+            self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         if self.v5:
             self.client.connect("127.0.0.1", port, clean_start=session_expiry is None,
                                 properties=props)
         else:
             self.client.connect("127.0.0.1", port)
-        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = self.client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -65,7 +67,7 @@ class Probe:
         corr = getattr(props, "CorrelationData", None) if props is not None else None
         with self._cond:
             self._messages.append(
-                Received(msg.topic, msg.payload, bool(msg.retain), corr, time.time())
+                Received(msg.topic, bytes(msg.payload), bool(msg.retain), corr, time.time())
             )
             self._cond.notify_all()
 
