@@ -60,7 +60,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # ---- raw capacity -------------------------------------------------------------------------
 
-def raw_capacity(model: Path, workers: int, seconds: float) -> dict[str, float]:
+def raw_capacity(model: Path, workers: int, seconds: float) -> dict[str, Any]:
     """Invokes per second of ``workers`` interpreters in threads, plus one thread's
     invoke-time percentiles (measured alone first)."""
     backend = select_backend()
@@ -94,12 +94,12 @@ def raw_capacity(model: Path, workers: int, seconds: float) -> dict[str, float]:
 
     threads = [threading.Thread(target=loop, args=(i, make())) for i in range(workers)]
     start = time.perf_counter()
-    for t in threads:
-        t.start()
+    for thread in threads:
+        thread.start()
     time.sleep(seconds)
     stop.set()
-    for t in threads:
-        t.join()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - start
     return {
         "runtime": backend.describe(),
@@ -184,7 +184,7 @@ def receive(port: int, topic: str, conn: Connection, niceness: int) -> None:
         corr = getattr(msg.properties, "CorrelationData", None)
         if corr is not None:
             with lock:
-                raw[int(corr)] = (now, msg.payload)
+                raw[int(corr)] = (now, bytes(msg.payload))
 
     def parse(arrived: float, payload: bytes) -> Answer:
         body = json.loads(payload)
@@ -198,7 +198,9 @@ def receive(port: int, topic: str, conn: Connection, niceness: int) -> None:
                          protocol=MQTTProtocolVersion.MQTTv5)
     client.on_message = on_message
     client.connect("127.0.0.1", port)
-    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.subscribe(topic, qos=0)
     client.loop_start()
     time.sleep(0.3)
@@ -389,7 +391,7 @@ def summarise(phase: Phase, seconds: float, achieved: float, deadline_ms: float,
         # Medians of each part, over all results, the slowest 1 % and the late ones.
         "median_split_ms": split(splits),
         "slowest_1pct_split_ms": split([x for x, t in zip(splits, rtts, strict=True)
-                                        if t >= pct["p99"]]) if rtt.size else None,
+                                        if t >= (pct["p99"] or 0.0)]) if rtt.size else None,
         "late_median_split_ms": split([x for x, t in zip(splits, rtts, strict=True)
                                        if t > deadline_ms]),
     }
@@ -405,7 +407,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         lat = r["latency_ms"]
         rejected = ",".join(f"{k}={v}" for k, v in sorted(r["rejected"].items())) or "-"
-        fmt = lambda v: f"{v:8.2f}" if v is not None else "       -"  # noqa: E731
+
+        def fmt(v: float | None) -> str:
+            return f"{v:8.2f}" if v is not None else "       -"
+
         print(f"{r['load']:>6} {r['offered_per_s']:>10.0f} {r['achieved_send_per_s']:>9.0f} "
               f"{r['goodput_per_s']:>10.1f} {r['attainment'] or 0:>7.3f} {fmt(lat['p50'])} "
               f"{fmt(lat['p90'])} {fmt(lat['p99'])} {r['late']:>5} {rejected:>28} "
@@ -486,7 +491,7 @@ def main() -> int:
                 broker.stop()
 
 
-def run_phases(args: argparse.Namespace, cap: dict[str, float], edged: subprocess.Popen[bytes],
+def run_phases(args: argparse.Namespace, cap: dict[str, Any], edged: subprocess.Popen[bytes],
                port: int, model: Path, work: Path, broker_pid: int | None) -> int:
     interp = select_backend().interpreter_class(model_path=str(model))
     detail = interp.get_input_details()[0]

@@ -59,7 +59,7 @@ def encode(array: np.ndarray, fmt: str, quant: dict[str, Any]) -> bytes:
     if fmt == "raw":
         info = np.iinfo(np.dtype(quant["dtype"]))
         q = np.rint(array / quant["scale"]) + quant["zero_point"]
-        return np.clip(q, info.min, info.max).astype(quant["dtype"]).tobytes()
+        return bytes(np.clip(q, info.min, info.max).astype(quant["dtype"]).tobytes())
     if fmt == "npy":
         buffer = io.BytesIO()
         np.save(buffer, array.astype(np.float32))
@@ -89,7 +89,9 @@ def connect(broker: str, protocol: str) -> mqtt.Client:
     )
     client.connect(host or "127.0.0.1", int(port))
     # Small request/response messages must not wait for Nagle's algorithm.
-    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.loop_start()
     return client
 
@@ -115,7 +117,7 @@ def publish_all(client: mqtt.Client, args: argparse.Namespace, samples: list[Sam
     for i, sample in enumerate(samples):
         props = None
         if reply_topic is not None:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ResponseTopic = reply_topic
             props.CorrelationData = str(i).encode()
             if args.deadline_ms:
@@ -133,7 +135,9 @@ def publish_all(client: mqtt.Client, args: argparse.Namespace, samples: list[Sam
 
 
 def report(samples: list[Sample], tally: Tally, show: int) -> dict[str, Any]:
-    latencies, correct, errors = [], 0, {}
+    latencies: list[float] = []
+    correct = 0
+    errors: dict[str, int] = {}
     for i, (arrived, body) in sorted(tally.answers.items()):
         if "error" in body:
             reason = body["error"]["reason"]
