@@ -1,16 +1,20 @@
-"""A copy-free decoder for incoming PUBLISH packets, installed in place of paho's own.
+"""Where paho-mqtt's pure-Python code is too slow for a frame stream, edged's own, in paho's
+terms: a PUBLISH decoder installed in place of paho's, PUBLISH properties for answers, and a
+buffered socket for paho's client.
 
 paho-mqtt 2.x decodes a PUBLISH by slicing ``bytes``: ``struct.unpack`` copies the rest of the
-packet twice, and its MQTT 5 property parser strips every byte it reads with
-``buffer = buffer[n:]``, so each property copies the whole payload again. A 150 KB camera
-frame with a Response Topic, Correlation Data and one user property is copied about twenty
-times before edged sees it; at a few thousand frames a second that is most of the MQTT
-thread (measured with py-spy in scripts/bench.py runs, see docs/benchmarks.md).
+packet twice, and its MQTT 5 property parser strips what it reads with ``buffer =
+buffer[n:]``, copying the whole payload again several times per property. A 150 KB camera
+frame with a Response Topic, Correlation Data and one user property is copied about fifteen
+times; and every ``Properties()`` rebuilds paho's property tables. At 4x overload of
+MobileNetV2 frames that was about a third of edged's MQTT thread (py-spy, see
+docs/benchmarks.md): 94 us per frame against 13 us here.
 
-This decoder reads the same packet through a ``memoryview`` and hands paho's own property
-parser only the property bytes, so the payload is copied once. It returns paho's
-``PublishPacket`` with the same fields and raises paho's ``MalformedPacket`` where paho
-would; ``tests/mqtt/test_fastpath.py`` checks it against paho's decoder.
+The decoder reads the packet through a ``memoryview``, parses the properties itself with
+paho's tables read once, and copies the payload once. It returns paho's ``PublishPacket``
+with the same fields and raises paho's ``MalformedPacket`` where paho would (stricter only
+where paho reads a property past the Property Length); ``tests/test_fastpath.py`` checks it
+against paho's own decoder and encoder.
 """
 
 from __future__ import annotations
