@@ -163,6 +163,9 @@ def decode_publish(header: int, packet: bytes | bytearray,
     )
 
 
+_OWN_ATTRS = {"types", "names", "properties", "packetType"}  # paho's, not properties
+
+
 class _ReplyProperties(Properties):
     """PUBLISH properties that pack Correlation Data and User Properties without paho's
     per-call table searches; anything else set on them is packed by paho."""
@@ -180,8 +183,6 @@ class _ReplyProperties(Properties):
             out += b"\x26" + len(k).to_bytes(2, "big") + k + len(v).to_bytes(2, "big") + v
         return bytes(VariableByteIntegers.encode(len(out))) + bytes(out)
 
-
-_OWN_ATTRS = {"types", "names", "properties", "packetType"}
 
 
 def reply_properties(correlation_data: bytes | None,
