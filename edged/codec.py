@@ -24,7 +24,7 @@ def decode_raw(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> 
 
     The array is a read-only view of ``payload``: no copy.
     """
-    expected = int(math.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(payload) != expected:
         dims = "x".join(str(d) for d in shape)
         raise BadInputError(

@@ -101,7 +101,7 @@ class DetectionLayout:
         if len(specs) != 4:
             raise ValueError(f"detection needs the 4 outputs boxes, classes, scores, count; "
                              f"the model has {len(specs)}")
-        sizes = [int(math.prod(s.shape)) for s in specs]
+        sizes = [math.prod(s.shape) for s in specs]
         boxes = [i for i, s in enumerate(specs) if len(s.shape) >= 2 and s.shape[-1] == 4]
         count = [i for i, n in enumerate(sizes) if n == 1]
         if len(boxes) != 1 or len(count) != 1:
@@ -170,7 +170,7 @@ def _detections(
         # Slice before dequantizing: the rows past count may hold NaN or worse.
         return dequantize(np.asarray(outputs[index]).reshape(-1, width)[:count], specs[index])
 
-    rows = int(math.prod(specs[layout.boxes].shape)) // 4
+    rows = math.prod(specs[layout.boxes].shape) // 4
     raw_count = float(first(layout.count, 1)[0, 0])
     n = int(min(max(raw_count, 0), rows)) if np.isfinite(raw_count) else 0
     boxes = first(layout.boxes, n, 4)
@@ -236,13 +236,13 @@ def check_anomaly_model(
     options: AnomalyOptions, specs: Sequence[TensorSpec], input_spec: TensorSpec | None
 ) -> None:
     """Refuse at start-up a model whose outputs cannot give the configured score."""
-    size = int(math.prod(specs[0].shape))
+    size = math.prod(specs[0].shape)
     if options.source == "output" and size != 1:
         raise ValueError(f"anomaly source output needs a single-value output, not {size}")
     if options.source == "class" and not 0 <= options.class_index < size:
         raise ValueError(f"anomaly class {options.class_index} is not among {size} outputs")
     if options.source == "reconstruction" and (
-        input_spec is None or int(math.prod(input_spec.shape)) != size
+        input_spec is None or math.prod(input_spec.shape) != size
     ):
         raise ValueError("anomaly source reconstruction needs an output the size of the input")
 

@@ -21,7 +21,7 @@ def fit_shape(array: Array, spec: TensorSpec) -> Array:
         return array
     if shape and shape[0] == 1 and array.shape == shape[1:]:
         return array.reshape(shape)
-    if array.ndim == 1 and array.size == int(math.prod(shape)):
+    if array.ndim == 1 and array.size == math.prod(shape):
         return array.reshape(shape)
     got = "x".join(str(d) for d in array.shape) or "scalar"
     want = "x".join(str(d) for d in shape)

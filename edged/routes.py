@@ -155,7 +155,7 @@ def _check_chain(first: LoadedModel, chain: tuple[LoadedModel, ...]) -> None:
             raise ValueError(f"chain: {source.name!r} has {len(source.outputs)} outputs; "
                              "a link passes exactly one")
         have, want = source.outputs[0].shape, target.input.shape
-        if int(math.prod(have)) != int(math.prod(want)):
+        if math.prod(have) != math.prod(want):
             raise ValueError(f"chain: {source.name!r} outputs {list(have)}, which does not "
                              f"fit {target.name!r}'s input {list(want)}")
 

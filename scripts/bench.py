@@ -189,10 +189,8 @@ def receive(port: int, topic: str, conn: Connection, niceness: int) -> None:
     def parse(arrived: float, payload: bytes) -> Answer:
         body = json.loads(payload)
         received = datetime.fromisoformat(body["received_at"].replace("Z", "+00:00"))
-        timings = body.get("timings_ms", {})
         reason = body["error"]["reason"] if "error" in body else None
-        return Answer(arrived, reason, received.timestamp(), timings.get("total", 0.0),
-                      timings.get("queue", 0.0), timings)
+        return Answer(arrived, reason, received.timestamp(), body.get("timings_ms", {}))
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-receiver",
                          protocol=MQTTProtocolVersion.MQTTv5)
@@ -220,9 +218,15 @@ class Answer:
     arrived: float
     reason: str | None
     edged_received: float
-    edged_total_ms: float
-    edged_queue_ms: float = 0.0
-    edged_timings_ms: dict[str, float] = field(default_factory=dict)
+    edged_timings_ms: dict[str, float]  # edged's stages, as its answer gave them
+
+    @property
+    def edged_total_ms(self) -> float:
+        return self.edged_timings_ms.get("total", 0.0)
+
+    @property
+    def edged_queue_ms(self) -> float:
+        return self.edged_timings_ms.get("queue", 0.0)
 
 
 @dataclass

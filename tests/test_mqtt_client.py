@@ -31,27 +31,29 @@ class Inbox:
             return [m.payload for m in self.messages]
 
 
-def make_client(port: int, client_id: str, topic: str, inbox: Inbox,
-                session_expiry_s: int = 60) -> MqttClient:
+def names(kind: str) -> tuple[str, str]:
+    """A topic and a client id of this test's own."""
+    return f"{kind}/{uuid.uuid4().hex[:8]}/in", f"edged-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+def connected(port: int, client_id: str, topic: str,
+              session_expiry_s: int = 60) -> tuple[MqttClient, Inbox]:
+    """edged's client, connected and subscribed to ``topic``, and what it receives."""
+    inbox = Inbox()
     cfg = MqttConfig(port=port, session_expiry_s=session_expiry_s, reconnect_min_s=0.1,
                      reconnect_max_s=0.5)
-    return MqttClient(cfg, client_id, f"edged/{client_id}/status", [topic], inbox)
-
-
-def started(client: MqttClient) -> MqttClient:
+    client = MqttClient(cfg, client_id, f"edged/{client_id}/status", [topic], inbox)
     client.start()
     assert client.connected.wait(10)
     time.sleep(0.2)  # the SUBSCRIBE is acknowledged
-    return client
+    return client, inbox
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("qos", [1, 2])
 def test_input_is_acknowledged_and_not_delivered_twice(broker: Broker, qos: int) -> None:
-    topic = f"ack/{uuid.uuid4().hex[:8]}/in"
-    name = f"edged-ack-{qos}-{uuid.uuid4().hex[:6]}"
-    inbox = Inbox()
-    client = started(make_client(broker.port, name, topic, inbox))
+    topic, name = names(f"ack{qos}")
+    client, inbox = connected(broker.port, name, topic)
     probe = Probe(broker.port)
     try:
         for i in range(20):
@@ -59,8 +61,7 @@ def test_input_is_acknowledged_and_not_delivered_twice(broker: Broker, qos: int)
         assert inbox.wait_for(20) == [str(i).encode() for i in range(20)]
         client.stop()
         # Every message was acknowledged: the resumed session brings none of them again.
-        again = Inbox()
-        resumed = started(make_client(broker.port, name, topic, again))
+        resumed, again = connected(broker.port, name, topic)
         probe.publish(topic, b"after", qos=qos)
         assert again.wait_for(1) == [b"after"]
         resumed.stop()
@@ -70,10 +71,8 @@ def test_input_is_acknowledged_and_not_delivered_twice(broker: Broker, qos: int)
 
 @pytest.mark.integration
 def test_qos1_input_held_on_stop_comes_back_to_the_next_session(broker: Broker) -> None:
-    topic = f"hold/{uuid.uuid4().hex[:8]}/in"
-    name = f"edged-hold-{uuid.uuid4().hex[:6]}"
-    first_inbox = Inbox()
-    first = started(make_client(broker.port, name, topic, first_inbox))
+    topic, name = names("hold")
+    first, first_inbox = connected(broker.port, name, topic)
     probe = Probe(broker.port)
     try:
         probe.publish(topic, b"before", qos=1)
@@ -88,8 +87,7 @@ def test_qos1_input_held_on_stop_comes_back_to_the_next_session(broker: Broker) 
         first.stop()
         assert first_inbox.wait_for(1) == [b"before"], "held input must not reach edged"
 
-        second_inbox = Inbox()
-        second = started(make_client(broker.port, name, topic, second_inbox))
+        second, second_inbox = connected(broker.port, name, topic)
         held = second_inbox.wait_for(10)
         second.stop()
         assert sorted(held) == sorted(f"held {i}".encode() for i in range(10))
@@ -99,10 +97,8 @@ def test_qos1_input_held_on_stop_comes_back_to_the_next_session(broker: Broker) 
 
 @pytest.mark.integration
 def test_without_a_persistent_session_nothing_is_held(broker: Broker) -> None:
-    topic = f"nohold/{uuid.uuid4().hex[:8]}/in"
-    inbox = Inbox()
-    client = started(make_client(broker.port, f"edged-nohold-{uuid.uuid4().hex[:6]}", topic,
-                                 inbox, session_expiry_s=0))
+    topic, name = names("nohold")
+    client, inbox = connected(broker.port, name, topic, session_expiry_s=0)
     probe = Probe(broker.port)
     try:
         assert not client.hold_input()

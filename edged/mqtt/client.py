@@ -292,7 +292,7 @@ class MqttClient:
         properties = None
         if self._v5 and (message.correlation_data is not None or message.user_properties):
             properties = fastpath.reply_properties(message.correlation_data,
-                                                   list(message.user_properties))
+                                                   message.user_properties)
         qos = max(message.qos, 1) if entry_id is not None else message.qos
         try:
             info = self._client.publish(message.topic, message.payload, qos=qos,

@@ -19,7 +19,7 @@ against paho's own decoder and encoder.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt._packet as paho_packet
@@ -186,7 +186,7 @@ class _ReplyProperties(Properties):
 
 
 def reply_properties(correlation_data: bytes | None,
-                     user_properties: list[tuple[str, str]]) -> Properties:
+                     user_properties: Sequence[tuple[str, str]]) -> Properties:
     """PUBLISH properties for an answer, built and packed without paho's per-call cost;
     the same bytes as ``Properties(PacketTypes.PUBLISH)`` with these set would pack to."""
     props = _blank(_ReplyProperties, PacketTypes.PUBLISH)

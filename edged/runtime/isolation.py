@@ -93,7 +93,7 @@ class ChildEngine:
             raise EngineFailure(payload.decode("utf-8", "replace"))
         outputs, offset, data_out = [], 0, bytearray(payload)  # writable, like get_tensor's
         for spec in self.outputs:
-            outputs.append(np.frombuffer(data_out, spec.dtype, int(math.prod(spec.shape)),
+            outputs.append(np.frombuffer(data_out, spec.dtype, math.prod(spec.shape),
                                          offset).reshape(spec.shape))
             offset += spec.nbytes
         return outputs

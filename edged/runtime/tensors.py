@@ -26,7 +26,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        return int(math.prod(self.shape)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     def describe(self) -> str:
         shape = "x".join(str(d) for d in self.shape)
