@@ -84,10 +84,14 @@ def check(config: Path, runtime: str | None) -> int:
     settings = load_settings(config)
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
-    print(f"runtime  {loaded.backend.describe()}")
-    for route in settings.routes:  # what start-up would refuse: input or output mismatch
-        Route.bind(route, loaded.models)
-    _print_report(settings, loaded)
+    try:
+        print(f"runtime  {loaded.backend.describe()}")
+        for route in settings.routes:  # what start-up would refuse: input or output mismatch
+            Route.bind(route, loaded.models)
+        _print_report(settings, loaded)
+    finally:
+        if loaded.outbox is not None:
+            loaded.outbox.close()
     print("ok")
     return EX_OK
 
@@ -117,8 +121,11 @@ def _print_report(settings: Settings, loaded: Loaded) -> None:
         for out in model.outputs:
             print(f"           output {out.describe()}")
         labels = f", {len(model.labels)} labels" if model.labels else ""
-        print(f"           {cfg.workers} worker(s), {cfg.num_threads} thread(s) each, "
-              f"postprocess {cfg.postprocess}{labels}; warm-up invoke {model.warmup_ms:.2f} ms")
+        runs = (f"inline on the MQTT thread (invoke {model.typical_ms:.3f} ms)" if model.inline
+                else f"{cfg.workers} worker(s)")
+        print(f"           {runs}, {cfg.num_threads} thread(s) each, "
+              f"postprocess {cfg.postprocess}{labels}; warm-up invoke {model.warmup_ms:.2f} ms, "
+              f"then {model.typical_ms:.3f} ms")
         print(f"           backend {model.engines.describe()}")
         for backend, why in model.startup_failures.items():
             print(f"warning  {name}: {backend} unavailable, starting on the fallback: {why}")

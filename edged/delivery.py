@@ -4,10 +4,8 @@ acknowledged, what it refused, and the connection's state changes (logged once e
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -16,107 +14,63 @@ from edged.types import Outbound
 
 log = structlog.get_logger("edged.mqtt")
 MAX_REPORTED_TOPICS = 1000
-STALE_QOS0_S = 30.0
-EARLY_ACK_S = 5.0
-MAX_EARLY = 1000  # topics whose refusal is logged; a bound against topic floods
 
 
 @dataclass(frozen=True)
 class Pending:
-    """A publish handed to paho: its topic, and where it came from."""
+    """A QoS 1/2 publish sent and not yet acknowledged: its topic, and where it came from."""
 
     topic: str
     qos: int
     entry_id: int | None = None
     """The outbox entry it delivers, acknowledged to the outbox on PUBACK."""
     message: Outbound | None = None
-    """A QoS 1 message published directly: put in the outbox if edged stops before PUBACK."""
-    sent_at: float = field(default_factory=time.monotonic, compare=False)
-    """When it was handed to paho (monotonic s), for the outbound lag."""
+    """A message published directly: back to the outbox if the connection or edged stops
+    before its PUBACK."""
 
 
 class Tracker:
-    """Publishes awaiting their PUBACK, by message id.
+    """QoS 1/2 publishes awaiting their acknowledgement, by packet identifier. A record is
+    made before the packet is written, so an acknowledgement always finds it."""
 
-    paho may report the acknowledgement (or, for QoS 0, the write) on its own thread before
-    ``sent`` has recorded the id: such early ids are remembered and matched in ``sent``.
-    """
-
-    LAG_SMOOTHING = 0.2
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[int, Pending] = {}
-        # mid -> when its acknowledgement came before its record. Only a moment's race
-        # makes a real one; an id left here (an untracked publish) must not match a later
-        # publish once the 16-bit ids wrap, so entries expire.
-        self._early: dict[int, float] = {}
-        self._clock = clock
-        self._lag = 0.0
+        self._entries = 0  # records that deliver an outbox entry
 
-    def sent(self, mid: int, record: Pending) -> bool:
-        """Record a publish; True if its acknowledgement already arrived."""
+    def sent(self, mid: int, record: Pending) -> None:
         with self._lock:
-            early = self._early.pop(mid, None)
-            if early is not None and self._clock() - early < EARLY_ACK_S:
-                return True
+            old = self._pending.get(mid)
+            self._entries += (record.entry_id is not None) - (
+                old is not None and old.entry_id is not None)
             self._pending[mid] = record
-            return False
 
     def acked(self, mid: int) -> Pending | None:
+        """The record of ``mid``, now forgotten; None for an id edged did not send."""
         with self._lock:
             record = self._pending.pop(mid, None)
-            if record is None:
-                now = self._clock()
-                if len(self._early) > MAX_EARLY:
-                    self._early = {m: t for m, t in self._early.items()
-                                   if now - t < EARLY_ACK_S}
-                self._early[mid] = now
-            else:
-                lag = self._clock() - record.sent_at
-                self._lag += self.LAG_SMOOTHING * (lag - self._lag)
+            if record is not None and record.entry_id is not None:
+                self._entries -= 1
             return record
 
-    def lag(self) -> float:
-        """How long a publish handed to paho now takes to leave (s): the larger of the
-        recent completions (smoothed) and the age of the oldest one still waiting, which
-        reacts at once when the outbound side stalls. A result that edged finishes in time
-        but that then waits here reaches its sender late all the same."""
-        with self._lock:
-            now = self._clock()
-            # Insertion order is send order: the first pending entry is the oldest. A QoS 0
-            # record whose write was reported before it was recorded (and then lost with
-            # the connection) would never complete: past a horizon it is garbage.
-            while self._pending:
-                mid, oldest = next(iter(self._pending.items()))
-                if oldest.qos > 0 or now - oldest.sent_at < STALE_QOS0_S:
-                    return max(self._lag, now - oldest.sent_at)
-                del self._pending[mid]
-            return self._lag
-
-    def connection_lost(self) -> None:
-        """QoS 0 messages not yet written are gone; paho resends QoS 1 ones itself, and
-        their lag counts afresh from the reconnect, not from before the outage."""
-        with self._lock:
-            self._pending = {m: replace(p, sent_at=self._clock())
-                             for m, p in self._pending.items() if p.qos > 0}
-            self._early.clear()
-            self._lag = 0.0
+    def has(self, mid: int) -> bool:
+        return mid in self._pending
 
     def outstanding(self) -> int:
-        with self._lock:
-            return sum(1 for p in self._pending.values() if p.qos > 0)
+        return len(self._pending)
 
     def in_flight_entries(self) -> int:
-        with self._lock:
-            return sum(1 for p in self._pending.values() if p.entry_id is not None)
+        return self._entries
 
-    def take_unacked(self) -> list[Outbound]:
-        """Direct QoS 1 messages still unacknowledged (for the outbox, at shutdown)."""
+    def take_all(self) -> tuple[list[Outbound], list[int]]:
+        """Forget every record: the direct messages (for the outbox) and the outbox entries
+        (to offer again), at a lost connection or at shutdown."""
         with self._lock:
-            out = [p.message for p in self._pending.values() if p.message is not None]
+            records = list(self._pending.values())
             self._pending.clear()
-            return out
+            self._entries = 0
+        return ([r.message for r in records if r.message is not None],
+                [r.entry_id for r in records if r.entry_id is not None])
 
 
 class Refusals:

@@ -1,24 +1,25 @@
-"""From an accepted message to a published answer: admission against the deadline, the
-per-route queues of each model, and the worker threads, each with its own interpreter."""
+"""From an accepted message to its outcome: admission against the deadline, then either
+the model's runner on this (the MQTT) thread, for models of microseconds, or the per-route
+queues of the model and its worker threads, each with its own interpreter."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import structlog
 
-from edged import deadline
+from edged import admission, deadline
 from edged.deadline import Deadline
 from edged.errors import BadInputError
-from edged.estimate import ServiceTimeEstimate, expected_finish
+from edged.estimate import ServiceTimeEstimate
+from edged.job import Job, Refused
 from edged.queues import ModelScheduler
 from edged.responder import Responder
-from edged.results import Identity
 from edged.routes import Route
+from edged.runner import Runner
 from edged.runtime import LoadedModel
 from edged.stats import Stats
 from edged.types import Inbound
@@ -27,47 +28,42 @@ from edged.worker import Worker
 log = structlog.get_logger("edged.pipeline")
 Array = np.ndarray[Any, Any]
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class Job:
-    route: Route
-    message: Inbound
-    identity: Identity
-    deadline: Deadline
-    publish_topic: str
-    array: Array | None = None
-    """A sensor window's readings, ready to fit; None: the payload is the input."""
-    probe: bool = False
-    """Admitted although the estimate said it would be late: it measures the service time
-    afresh (see ``ServiceTimeEstimate.probe_due``)."""
-
-    @property
-    def due(self) -> float:
-        return self.deadline.at
-
-    @property
-    def source(self) -> str:
-        return self.message.topic
+QUEUE_TARGET_SHARE = 0.5  # an unset queue target: this share of the message's deadline
+MAX_MATCHED_TOPICS = 10_000
 
 
 class ModelWorkers:
-    """One model's scheduler, service-time estimate and worker threads."""
+    """One model's service-time estimate and its runners: one on the calling thread when
+    the model runs inline, else a scheduler and worker threads."""
 
     def __init__(self, model: LoadedModel, responder: Responder, clock: Clock,
                  niceness: int = 0) -> None:
         self.model = model
+        self.inline = model.inline
         self.scheduler: ModelScheduler[Job] = ModelScheduler()
-        self.estimate = ServiceTimeEstimate(initial_s=max(model.warmup_ms, 0.05) / 1000.0,
+        self.estimate = ServiceTimeEstimate(initial_s=max(model.typical_ms, 0.01) / 1000.0,
                                             clock=clock)
-        self.workers = [
-            Worker(i, model, self.scheduler, self.estimate, responder, clock, niceness)
-            for i in range(model.config.workers)
-        ]
+        self.sink = responder.deliver
+        hold = responder.hold_s
+        if self.inline:
+            self.runner: Runner | None = Runner(f"inline-{model.name}", 0, model,
+                                                self.estimate, hold, clock)
+            self.workers: list[Worker] = []
+        else:
+            self.runner = None
+            self.workers = [
+                Worker(Runner(f"worker-{model.name}-{i}", i, model, self.estimate, hold, clock),
+                       self.scheduler, self.sink, niceness)
+                for i in range(model.config.workers)
+            ]
 
     @property
     def busy(self) -> int:
         return sum(w.busy for w in self.workers)
+
+    @property
+    def runners(self) -> list[Runner]:
+        return [self.runner] if self.runner is not None else [w.runner for w in self.workers]
 
     def start(self) -> None:
         for worker in self.workers:
@@ -84,30 +80,36 @@ class ModelWorkers:
         self.scheduler.close()
         for worker in self.workers:
             worker.join(max(0.1, end - time.monotonic()))
+        if self.runner is not None:
+            self.runner.close()
         return left
 
     def discard(self) -> None:
-        """Release the interpreters of workers that were prepared but never started."""
-        for worker in self.workers:
-            worker.session.close()
+        """Release the interpreters of runners that were prepared but never started."""
+        for runner in self.runners:
+            runner.close()
 
     def describe(self) -> dict[str, Any]:
         return {
             "service_time_ms": round(self.estimate.seconds * 1000, 3),
+            "inline": self.inline,
             "queued": len(self.scheduler),
-            "workers": [w.describe() for w in self.workers],
+            "workers": [r.describe() for r in self.runners],
         }
 
 
 class Pipeline:
-    """Routes messages to model workers. ``submit`` runs on the MQTT thread: keep it cheap
-    (no decoding there: that happens on the workers)."""
+    """Routes messages to their models. ``submit`` runs on the MQTT thread: for a model run
+    inline it does the whole job there; for the others it only admits and queues (decoding
+    happens on the workers)."""
 
     def __init__(self, routes: Sequence[Route], responder: Responder, stats: Stats,
                  clock: Clock = time.monotonic, niceness: int = 0) -> None:
         self.routes = list(routes)
         self._responder = responder
+        self._sink = responder.deliver
         self._stats = stats
+        self._matches: dict[str, list[Route]] = {}
         self._clock = clock
         self.models: dict[str, ModelWorkers] = {}
         for route in self.routes:
@@ -145,12 +147,22 @@ class Pipeline:
 
     def submit(self, message: Inbound) -> None:
         matched = False
-        for route in self.routes:
-            if route.matches(message.topic):
-                matched = True
-                self._admit(route, message)
+        for route in self._routes_for(message.topic):
+            matched = True
+            self._admit(route, message)
         if not matched:  # e.g. in flight for a filter a reload just dropped
             self._stats.unrouted()
+
+    def _routes_for(self, topic: str) -> list[Route]:
+        """The routes whose filter matches ``topic``, remembered per topic: matching a
+        topic against every filter is the same work for every frame of a camera."""
+        found = self._matches.get(topic)
+        if found is None:
+            found = [r for r in self.routes if r.matches(topic)]
+            if len(self._matches) >= MAX_MATCHED_TOPICS:
+                self._matches.clear()
+            self._matches[topic] = found
+        return found
 
     def _admit(self, route: Route, message: Inbound) -> None:
         identity = self._responder.identity(route.name, route.model.name, message)
@@ -166,26 +178,41 @@ class Pipeline:
             return
         try:
             due = self._deadline(route, message)
+            arrays = ([w.array for w in route.windows(message)]
+                      if route.windowers is not None else [None])
         except BadInputError as exc:
             self._responder.error(identity, message, exc.reason, str(exc))
             return
-        arrays: list[Array | None] = [None]
-        if route.windowers is not None:
-            try:
-                arrays = [w.array for w in route.windows(message)]
-            except BadInputError as exc:
-                self._responder.error(identity, message, exc.reason, str(exc))
-                return
-            if not arrays:
-                return  # the window is still filling: nothing to run yet
-        verdict = self._time_verdict(route, message, identity, due)
-        if verdict == "refused":
-            return
+        if not arrays:
+            return  # the window is still filling: nothing to run yet
         topic = self._responder.publish_topic(route.config.publish, route.name,
                                               route.model.name, message.topic)
+        workers = self.models[route.model.name]
+        if workers.runner is not None:  # inline: the runner checks the deadline at pickup
+            for array in arrays:
+                self._sink(workers.runner.run(Job(route, message, identity, due, topic, array)))
+            return
+        refusal = self._refusal(route, workers, due)
+        probe = False
+        if refusal is not None:
+            if refusal.reason != "deadline" or not workers.estimate.probe_due():
+                self._sink(Refused(identity, message, refusal.reason, refusal.text,
+                                   due.budget_ms))
+                return
+            probe = True
         for array in arrays:
-            self._enqueue(route, Job(route, message, identity, due, topic, array,
-                                     probe=verdict == "probe"))
+            self._enqueue(route, Job(route, message, identity, due, topic, array, probe))
+
+    def _refusal(self, route: Route, workers: ModelWorkers,
+                 due: Deadline) -> admission.Refusal | None:
+        """Early rejection: refuse what cannot finish before its deadline."""
+        target = route.config.queue_target_ms
+        target_s = (target if target is not None else due.budget_ms * QUEUE_TARGET_SHARE) / 1000
+        return admission.at_arrival(
+            self._clock(), due, ahead=workers.scheduler.ahead_of(route.name, due.at),
+            workers=len(workers.workers), busy=workers.busy,
+            service_s=workers.estimate.seconds, hold_s=self._responder.hold_s(route),
+            queue=(route.queue_state, target_s, due.budget_ms / 1000))
 
     def _enqueue(self, route: Route, job: Job) -> None:
         scheduler = self.models[route.model.name].scheduler
@@ -211,32 +238,7 @@ class Pipeline:
             expiry_s=message.expiry_interval_s,
         )
 
-    def _time_verdict(self, route: Route, message: Inbound, identity: Identity,
-                      due: Deadline) -> Literal["admitted", "probe", "refused"]:
-        """Early rejection: refuse what cannot finish before its deadline (answering the
-        sender), except the occasional probe that keeps the estimate honest."""
-        now = self._clock()
-        if due.passed(now):
-            self._responder.error(identity, message, "expired",
-                                  f"deadline of {due.budget_ms:.0f} ms had passed on arrival",
-                                  due.budget_ms)
-            return "refused"
-        workers = self.models[route.model.name]
-        ahead = workers.scheduler.ahead_of(route.name, due.at)
-        finish = expected_finish(now, ahead, len(workers.workers), workers.busy,
-                                 workers.estimate.seconds)
-        if finish <= route.latest_finish(due.at, self._responder.outbound_lag()):
-            return "admitted"
-        if workers.estimate.probe_due():
-            return "probe"
-        self._responder.error(
-            identity, message, "deadline",
-            f"cannot finish within {due.budget_ms:.0f} ms: {ahead} queued ahead, "
-            f"service time ~{workers.estimate.seconds * 1000:.2f} ms; not queued",
-            due.budget_ms)
-        return "refused"
-
-    # --- Reload (issue 5). Added by the server's owner; the rest of this class is untouched.
+    # reload
 
     def prepare(self, routes: Sequence[Route], niceness: int = 0) -> dict[str, ModelWorkers]:
         """The workers ``routes`` need: the running ones of a model whose ``LoadedModel`` is
@@ -275,6 +277,7 @@ class Pipeline:
         for route in routes:
             self._stats.add_route(route.name, route.model.name)
         self.routes, self.models = list(routes), models
+        self._matches = {}
         self._route_model = {r.name: r.model.name for r in self.routes}
         return retired
 

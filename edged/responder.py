@@ -10,12 +10,14 @@ from typing import Any
 import structlog
 
 from edged import results, topics
+from edged.job import Answer, Outcome
 from edged.results import Identity, Timings
+from edged.routes import Route
 from edged.stats import Stats
+from edged.transport import Transport
 from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.responder")
-Publish = Callable[[Outbound], None]
 
 
 class RateLimit:
@@ -40,26 +42,47 @@ class RateLimit:
 
 
 class Responder:
-    """Turns outcomes into MQTT messages and counts them."""
+    """The one sink: turns outcomes into MQTT messages and counts them."""
 
     def __init__(
         self,
-        publish: Publish,
+        transport: Transport,
         device_id: str,
         topic_prefix: str,
         stats: Stats,
         error_rate: RateLimit | None = None,
     ) -> None:
-        self._publish = publish
-        # How long a message handed to the MQTT client now takes to leave (s). The MQTT
-        # adapter supplies it; a result that would leave after its deadline is late too.
-        self.outbound_lag: Callable[[], float] = lambda: 0.0
+        self._transport = transport
+        self._publish = transport.publish
         self.device_id = device_id
         self.errors_topic = f"{topic_prefix}/{topics.safe_level(device_id)}/errors"
         self._prefix = topic_prefix
         self._fixed_topics: dict[tuple[str, str, str], str] = {}
         self._stats = stats
         self._error_rate = error_rate or RateLimit(rate=20.0, burst=50.0)
+
+    def hold_s(self, route: Route) -> float:
+        """Time to keep in hand for an answer of ``route`` to reach its sender: what waits
+        before it in edged, and the route's reply margin or, unset, the broker's way back
+        as edged measures it."""
+        margin = route.config.reply_margin_ms
+        way_back = self._transport.way_back() if margin is None else margin / 1000.0
+        return self._transport.send_lag() + way_back
+
+    def deliver(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Answer):
+            job = outcome.job
+            # The route's topic takes what nobody asked for directly, and an anomaly route's
+            # state changes: events for every listener, not answers to one requester.
+            to_route = outcome.to_route and (
+                not job.message.response_topic or job.route.config.publish_answered
+                or job.route.anomaly is not None)
+            self.result(job.identity, job.message, job.publish_topic,
+                        job.route.config.publish_qos, outcome.result, outcome.timings,
+                        job.deadline.budget_ms, late=outcome.late, to_route=to_route)
+        else:
+            self.error(outcome.identity, outcome.message, outcome.reason, outcome.text,
+                       outcome.deadline_ms, outcome.timings)
 
     def identity(self, route: str, model: str, message: Inbound) -> Identity:
         return Identity(route, model, self.device_id, message.topic, message.received_wall)

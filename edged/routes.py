@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from edged import codec, image, postprocess, preprocess, topics, window
+from edged.admission import StandingQueue
 from edged.config import RouteConfig
 from edged.errors import BadInputError, ConfigError
 from edged.image import DecodedImage, Geometry
@@ -34,6 +35,8 @@ class Route:
     windowers: Windowers | None = None
     chain: tuple[LoadedModel, ...] = ()
     """Models run after ``model``, each fed the previous one's output."""
+    queue_state: StandingQueue = field(default_factory=StandingQueue, compare=False)
+    """Whether the route's queue has stood over its target (admission's state)."""
 
     @classmethod
     def bind(cls, config: RouteConfig, models: Mapping[str, LoadedModel]) -> Route:
@@ -87,11 +90,6 @@ class Route:
     @property
     def name(self) -> str:
         return self.config.name
-
-    def latest_finish(self, due: float, outbound_lag: float) -> float:
-        """The last moment a result may be ready and still reach its sender by ``due``:
-        the route's reply margin and the MQTT client's outbound lag are kept in hand."""
-        return due - self.config.reply_margin_ms / 1000.0 - outbound_lag
 
     def matches(self, topic: str) -> bool:
         return topics.matches(self.config.subscribe, topic)

@@ -6,19 +6,21 @@ from __future__ import annotations
 import gc
 import json
 import signal
+import sqlite3
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
 import structlog
 
 from edged import discovery, logs, metrics, reload, topics
-from edged.config import Settings
-from edged.errors import EdgedError
-from edged.mqtt import MqttClient
+from edged.config import OutboxConfig, Settings
+from edged.errors import ConfigError, EdgedError
+from edged.mqtt import Material, MqttClient
 from edged.outbox import Outbox
 from edged.pipeline import ModelWorkers, Pipeline
 from edged.responder import Responder
@@ -26,6 +28,7 @@ from edged.routes import Route
 from edged.runtime import Backend, LoadedModel, load_model, select_backend
 from edged.stats import Stats
 from edged.systemd import Notifier, Watchdog
+from edged.transport import BrokerSide
 from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.server")
@@ -35,17 +38,39 @@ STATUS_INTERVAL_S = 5.0
 
 @dataclass(frozen=True)
 class Loaded:
-    """Everything phase two produced: the runtime and every model, ready to serve."""
+    """Everything phase two produced: the runtime and every model, ready to serve, and what
+    the broker connection reads from disk (TLS material, the password, the spool)."""
 
     backend: Backend
     models: dict[str, LoadedModel]
+    material: Material | None = None
+    outbox: Outbox | None = None
 
 
 def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
-    """Pick the runtime and load and warm up every model. Raises ModelLoadError."""
+    """Read the connection's material, open the spool, pick the runtime, load and warm up
+    every model. Raises ConfigError or ModelLoadError."""
+    material = Material.load(settings.mqtt)
+    outbox = open_outbox(settings.outbox)
     backend = select_backend(prefer_runtime)
-    models = {name: load_model(name, cfg, backend) for name, cfg in settings.models.items()}
-    return Loaded(backend, models)
+    try:
+        models = {name: load_model(name, cfg, backend) for name, cfg in settings.models.items()}
+    except BaseException:
+        outbox.close()
+        raise
+    return Loaded(backend, models, material, outbox)
+
+
+def open_outbox(config: OutboxConfig) -> Outbox:
+    """Raises ConfigError when the spool cannot be opened."""
+    try:
+        return Outbox(config)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError("outbox.spool_path", [f"cannot open {config.spool_path}: {exc}"]
+                          ) from exc
+
+
+MakeTransport = Callable[[Callable[[Inbound], None]], BrokerSide]
 
 
 class Server:
@@ -55,7 +80,8 @@ class Server:
     """
 
     def __init__(self, settings: Settings, loaded: Loaded, config_path: Path | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 make_transport: MakeTransport | None = None) -> None:
         self.settings = settings
         self.loaded = loaded
         self.config_path = config_path
@@ -71,27 +97,37 @@ class Server:
         routes = [Route.bind(r, loaded.models) for r in settings.routes]
         for route in routes:
             self.stats.add_route(route.name, route.model.name)
-        self.mqtt = MqttClient(
-            settings.mqtt,
-            client_id=settings.mqtt.client_id or f"edged-{device}",
-            status_topic=self.status_topic,
-            subscriptions=[r.subscribe for r in settings.routes],
-            on_message=self._on_message,
-            outbox=Outbox(settings.outbox),
-        )
-        self.responder = Responder(self.mqtt.publish, settings.device_id, prefix, self.stats)
-        self.responder.outbound_lag = self.mqtt.outbound_lag
         announced = discovery.plan(settings)
-        self.mqtt.announce = announced.messages
         self._not_announced = announced.skipped
+        make = make_transport or self._mqtt_client(announced.messages)
+        self.mqtt = make(self._on_message)
+        self.responder = Responder(self.mqtt, settings.device_id, prefix, self.stats)
         self.pipeline = Pipeline(routes, self.responder, self.stats,
                                  niceness=settings.worker_niceness)
         self.watchdog: Watchdog | None = None
         self._retiring: list[threading.Thread] = []
         self._signals = 0
 
+    def _mqtt_client(self, announce: list[Outbound]) -> MakeTransport:
+        settings, loaded = self.settings, self.loaded
+        device = topics.safe_level(settings.device_id)
+
+        def make(on_message: Callable[[Inbound], None]) -> BrokerSide:
+            return MqttClient(
+                settings.mqtt,
+                client_id=settings.mqtt.client_id or f"edged-{device}",
+                status_topic=self.status_topic,
+                subscriptions=[r.subscribe for r in settings.routes],
+                on_message=on_message,
+                outbox=loaded.outbox or open_outbox(settings.outbox),
+                material=loaded.material,
+                announce=announce,
+                probe_topic=f"{settings.mqtt.topic_prefix}/{device}/probe",
+            )
+        return make
+
     def _on_message(self, message: Inbound) -> None:
-        # The MQTT client is built before the pipeline, which publishes through it.
+        # The transport is built before the pipeline, which publishes through it.
         self.pipeline.submit(message)
 
     def heartbeats(self) -> dict[str, float]:
@@ -151,11 +187,11 @@ class Server:
 
     def status_line(self) -> str:
         totals = self.stats.totals()
-        outbox = self.mqtt.outbox.snapshot()
-        on_fallback = [w.name for m in self.pipeline.models.values() for w in m.workers
-                       if w.session.on_fallback]
+        outbox = self.mqtt.snapshot()["outbox"]
+        on_fallback = [r.name for m in self.pipeline.models.values() for r in m.runners
+                       if r.session.on_fallback]
         fallback = f"; on CPU fallback: {', '.join(on_fallback)}" if on_fallback else ""
-        return (f"broker {self.mqtt.state.summary()}; {len(self.pipeline.routes)} routes; "
+        return (f"broker {self.mqtt.summary()}; {len(self.pipeline.routes)} routes; "
                 f"received {totals['received']}, answered {totals['succeeded']}, "
                 f"failed {totals['failed']}; outbox {outbox['waiting']} waiting, "
                 f"{outbox['dropped_full']} dropped{fallback}")
@@ -191,7 +227,7 @@ class Server:
             return False
         self._announce(plan.settings)
         self.settings, self._fingerprints = plan.settings, plan.fingerprints
-        self.loaded = Loaded(self.loaded.backend, plan.models)
+        self.loaded = replace(self.loaded, models=plan.models)
         logs.configure(plan.settings.logging.level, plan.settings.logging.format)
         if plan.restart_needed:
             log.warning("changed sections take effect at the next restart",
@@ -206,7 +242,7 @@ class Server:
         messages = discovery.discovery_messages(new)
         for message in (*discovery.removal_messages(self.settings, new), *messages):
             self.mqtt.publish(message)
-        self.mqtt.announce = messages
+        self.mqtt.set_announce(messages)
 
     def _swap(self, routes: list[Route], niceness: int) -> bool:
         # Interpreters open here, on this thread; the MQTT thread only swaps references.

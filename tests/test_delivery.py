@@ -1,86 +1,53 @@
-"""The publish tracker's outbound lag, with a fake clock."""
+"""The publish tracker: QoS 1/2 publishes awaiting acknowledgement, and what becomes of them
+when the connection or edged stops."""
 
 from __future__ import annotations
 
-import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edged.delivery import Pending, Tracker
+from edged.types import Outbound
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def pending(clock: Clock, qos: int = 0) -> Pending:
-    return Pending("t", qos, sent_at=clock.now)
-
-
-def test_no_traffic_no_lag() -> None:
-    assert Tracker(Clock()).lag() == 0.0
+def test_an_acknowledgement_returns_and_forgets_its_record() -> None:
+    tracker = Tracker()
+    message = Outbound("a", b"x", qos=1)
+    tracker.sent(1, Pending("a", 1, message=message))
+    tracker.sent(2, Pending("b", 1, entry_id=7))
+    assert tracker.outstanding() == 2 and tracker.in_flight_entries() == 1
+    assert tracker.acked(1) == Pending("a", 1, message=message)
+    assert tracker.acked(1) is None  # a second PUBACK for the same id: nothing to do
+    assert tracker.acked(99) is None  # an id edged never sent
+    assert tracker.has(2) and not tracker.has(1)
 
 
-def test_the_oldest_waiting_publish_sets_the_lag_at_once() -> None:
-    clock = Clock()
-    tracker = Tracker(clock)
-    tracker.sent(1, pending(clock))
-    clock.now += 0.5
-    tracker.sent(2, pending(clock))
-    assert tracker.lag() == pytest.approx(0.5)
-    tracker.acked(1)  # took 0.5 s: the smoothed lag moves a fifth of the way
-    assert tracker.lag() == pytest.approx(0.1)
+def test_take_all_gives_the_direct_messages_and_the_outbox_entries() -> None:
+    tracker = Tracker()
+    message = Outbound("a", b"x", qos=1)
+    tracker.sent(1, Pending("a", 1, message=message))
+    tracker.sent(2, Pending("b", 1, entry_id=7))
+    assert tracker.take_all() == ([message], [7])
+    assert tracker.outstanding() == 0 and tracker.in_flight_entries() == 0
 
 
-def test_completed_lag_is_smoothed_and_forgotten_with_the_connection() -> None:
-    clock = Clock()
-    tracker = Tracker(clock)
-    for mid in range(3):
-        tracker.sent(mid, pending(clock, qos=1))
-        clock.now += 0.010
-        tracker.acked(mid)
-    assert tracker.lag() == pytest.approx(0.010 * (1 - 0.8**3))
-    tracker.sent(9, pending(clock, qos=1))
-    clock.now += 2.0
-    assert tracker.lag() == pytest.approx(2.0)
-    tracker.connection_lost()  # the QoS 1 publish stays pending, but the smoothing restarts
-    assert tracker.outstanding() == 1
-
-
-def test_an_acknowledgement_before_the_record_is_matched_later() -> None:
-    clock = Clock()
-    tracker = Tracker(clock)
-    assert tracker.acked(5) is None
-    assert tracker.sent(5, pending(clock)) is True  # already delivered: nothing waits
-    clock.now += 10
-    assert tracker.lag() == 0.0
-
-
-def test_a_qos0_record_that_never_completes_stops_counting_after_the_horizon() -> None:
-    clock = Clock()
-    tracker = Tracker(clock)
-    tracker.sent(1, pending(clock))  # its completion was lost with a connection
-    clock.now += 31.0
-    assert tracker.lag() == 0.0
-
-
-def test_qos1_records_kept_over_an_outage_count_from_the_reconnect() -> None:
-    clock = Clock()
-    tracker = Tracker(clock)
-    tracker.sent(1, pending(clock, qos=1))
-    clock.now += 60.0  # the broker was away for a minute
-    tracker.connection_lost()
-    assert tracker.lag() == 0.0
-    clock.now += 0.2
-    assert tracker.lag() == pytest.approx(0.2)
-
-
-def test_an_old_unmatched_acknowledgement_does_not_match_a_later_publish() -> None:
-    clock = Clock()
-    tracker = Tracker(clock)
-    tracker.acked(7)  # e.g. the PUBACK of an untracked status publish
-    clock.now += 60.0  # message ids have wrapped since
-    assert tracker.sent(7, pending(clock, qos=1)) is False
-    assert tracker.outstanding() == 1
+@given(st.lists(st.tuples(st.sampled_from(["sent", "acked", "take"]),
+                          st.integers(1, 8), st.booleans())))
+def test_counters_equal_a_recount_after_any_sequence(
+    steps: list[tuple[str, int, bool]],
+) -> None:
+    tracker = Tracker()
+    records: dict[int, Pending] = {}
+    for op, mid, from_outbox in steps:
+        if op == "sent":
+            record = Pending("t", 1, entry_id=mid if from_outbox else None)
+            tracker.sent(mid, record)
+            records[mid] = record
+        elif op == "acked":
+            assert tracker.acked(mid) == records.pop(mid, None)
+        else:
+            tracker.take_all()
+            records.clear()
+        assert tracker.outstanding() == len(records)
+        assert tracker.in_flight_entries() == sum(
+            r.entry_id is not None for r in records.values())

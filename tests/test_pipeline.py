@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from edged.config import ModelConfig, RouteConfig
-from edged.pipeline import Job, Pipeline
+from edged.job import Job
+from edged.pipeline import Pipeline
 from edged.responder import Responder
 from edged.routes import Route
 from edged.runtime import LoadedModel, load_model, select_backend
 from edged.stats import Stats
 from edged.types import Inbound, Outbound
 from tests.support.daemon import MODELS
+from tests.support.fakes import FakeTransport
 
 
 class FakeClock:
@@ -32,27 +34,43 @@ class FakeClock:
 
 @pytest.fixture(scope="module")
 def digits() -> LoadedModel:
+    """The digits model on a worker thread (it would run inline by itself: see
+    ``test_a_model_of_microseconds_runs_inline_with_the_same_checks``)."""
     config = ModelConfig(path=MODELS / "digits_int8.tflite", labels=MODELS / "digits.labels",
-                         workers=1)
+                         workers=1, inline=False)
     return load_model("digits", config, select_backend())
 
 
 @pytest.fixture
-def published() -> list[Outbound]:
-    return []
+def transport() -> FakeTransport:
+    return FakeTransport(way_back_s=0.001)
+
+
+@pytest.fixture
+def published(transport: FakeTransport) -> list[Outbound]:
+    return transport.published
 
 
 def make(digits: LoadedModel, published: list[Outbound], clock: FakeClock,
-         **route: Any) -> tuple[Pipeline, Stats]:
+         transport: FakeTransport | None = None, **route: Any) -> tuple[Pipeline, Stats]:
     values: dict[str, Any] = {"name": "cam", "subscribe": "cam/+", "model": "digits",
-                              "deadline_ms": 100}
+                              "deadline_ms": 100, "queue_target_ms": 100}
     values.update(route)
     stats = Stats()
     stats.add_route("cam", "digits")
-    responder = Responder(published.append, "box", "edged", stats)
+    if transport is None:
+        transport = FakeTransport(way_back_s=0.001)
+        transport.published = published
+    responder = Responder(transport, "box", "edged", stats)
     pipeline = Pipeline([Route.bind(RouteConfig(**values), {"digits": digits})], responder, stats,
                         clock)
     return pipeline, stats
+
+
+def run(pipeline: Pipeline, job: Job, model: str = "digits") -> None:
+    """What the model's worker thread does with ``job``."""
+    workers = pipeline.models[model]
+    workers.sink(workers.workers[0].runner.run(job))
 
 
 def frame(clock: FakeClock, topic: str = "cam/1", **kw: Any) -> Inbound:
@@ -108,7 +126,7 @@ def test_a_worker_does_not_start_expired_work(digits: LoadedModel,
     (job,) = queued(pipeline)
     worker = pipeline.models["digits"].workers[0]
     clock.now += 0.150  # the frame waited 150 ms for a worker
-    worker._run(job)
+    run(pipeline, job)
     (reply,) = bodies(published, "reply/me")
     assert reply["error"]["reason"] == "expired"
     assert reply["timings_ms"]["queue"] == pytest.approx(150.0)
@@ -125,7 +143,7 @@ def test_a_worker_does_not_start_what_the_estimate_says_would_be_late(
     for _ in range(20):
         pipeline.models["digits"].estimate.add(0.040)
     clock.now += 0.070  # 70 ms in, a 40 ms run would end at 110 ms
-    pipeline.models["digits"].workers[0]._run(job)
+    run(pipeline, job)
     (reply,) = bodies(published, "reply/me")
     assert reply["error"]["reason"] == "deadline"
     assert "not run" in reply["error"]["message"]
@@ -139,7 +157,7 @@ def test_a_late_result_is_suppressed_or_flagged(digits: LoadedModel, published: 
     pipeline.submit(frame(clock))
     (job,) = queued(pipeline)
     clock.step = 0.040  # every clock reading in the worker is 40 ms after the last
-    pipeline.models["digits"].workers[0]._run(job)
+    run(pipeline, job)
     results = bodies(published, "edged/box/predictions/cam")
     (reply,) = bodies(published, "reply/me")
     routes = stats.snapshot()["routes"]["cam"]
@@ -148,26 +166,96 @@ def test_a_late_result_is_suppressed_or_flagged(digits: LoadedModel, published: 
         assert reply["error"]["reason"] == "deadline"
         assert routes["failed"] == {"deadline": 1}
     else:
-        assert results[0]["late"] is True and reply["late"] is True
-        assert "label" in results[0]["result"]
+        assert results == []  # the requester alone asked for it
+        assert reply["late"] is True
+        assert "label" in reply["result"]
         assert routes["late"] == 1 and routes["succeeded"] == 0
 
 
-def test_an_on_time_result_goes_to_the_route_and_the_response_topic(
+@pytest.mark.parametrize("publish_answered", [False, True])
+def test_an_on_time_result_goes_to_the_requester_and_if_asked_to_the_route(
+    digits: LoadedModel, published: list[Outbound], publish_answered: bool
+) -> None:
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock, publish_answered=publish_answered)
+    pipeline.submit(frame(clock))
+    (job,) = queued(pipeline)
+    run(pipeline, job)
+    reply_msg = next(m for m in published if m.topic == "reply/me")
+    assert reply_msg.correlation_data == b"c1"
+    (reply,) = bodies(published, "reply/me")
+    assert "late" not in reply
+    labels = np.load(MODELS / "digits_holdout.npz")["labels"]
+    assert reply["result"]["label"] == str(labels[0])
+    on_route = bodies(published, "edged/box/predictions/cam")
+    assert on_route == ([reply] if publish_answered else [])
+    assert stats.snapshot()["routes"]["cam"]["succeeded"] == 1
+
+
+def test_a_result_without_a_response_topic_goes_to_the_route(
     digits: LoadedModel, published: list[Outbound]
 ) -> None:
     clock = FakeClock()
-    pipeline, stats = make(digits, published, clock)
-    pipeline.submit(frame(clock))
-    (job,) = queued(pipeline)
-    pipeline.models["digits"].workers[0]._run(job)
+    pipeline, _ = make(digits, published, clock)
+    pipeline.submit(Inbound("cam/1", frame(clock).payload, 0, 1.7e9, clock.now))
+    run(pipeline, next(queued(pipeline)))
     (result,) = bodies(published, "edged/box/predictions/cam")
-    reply_msg = next(m for m in published if m.topic == "reply/me")
-    assert reply_msg.correlation_data == b"c1"
-    assert "late" not in result
+    assert "label" in result["result"]
+
+
+def test_a_model_of_microseconds_runs_inline_with_the_same_checks(
+    published: list[Outbound]
+) -> None:
+    inline = load_model("digits", ModelConfig(path=MODELS / "digits_int8.tflite",
+                                              labels=MODELS / "digits.labels"), select_backend())
+    assert inline.typical_ms < 0.3 and inline.inline
+    clock = FakeClock()
+    pipeline, stats = make(inline, published, clock)
+    assert pipeline.models["digits"].workers == []  # no thread to hand over to
+    pipeline.submit(frame(clock))  # answered before submit returns
+    (reply,) = bodies(published, "reply/me")
     labels = np.load(MODELS / "digits_holdout.npz")["labels"]
-    assert result["result"]["label"] == str(labels[0])
+    assert reply["result"]["label"] == str(labels[0])
+    expired = frame(clock, user_properties=(("deadline", str(1.7e9 * 1000 - 5)),))
+    pipeline.submit(expired)
+    assert bodies(published, "reply/me")[1]["error"]["reason"] == "expired"
     assert stats.snapshot()["routes"]["cam"]["succeeded"] == 1
+
+
+def test_a_standing_queue_is_refused_but_a_burst_is_let_in(
+    digits: LoadedModel, published: list[Outbound]
+) -> None:
+    clock = FakeClock()
+    pipeline, _ = make(digits, published, clock, deadline_ms=1000, queue_target_ms=None)
+    for _ in range(20):
+        pipeline.models["digits"].estimate.add(0.100)
+    for _ in range(8):  # a burst: 7 x 100 ms of waiting, over the 500 ms target, but in time
+        pipeline.submit(frame(clock))
+    assert bodies(published, "reply/me") == []
+    clock.now += 1.0  # still over the target a whole deadline later: a standing queue
+    pipeline.submit(frame(clock))
+    (reply,) = bodies(published, "reply/me")
+    assert reply["error"]["reason"] == "queue_full"
+    assert "8 queued ahead would wait" in reply["error"]["message"]
+
+
+def test_the_measured_way_back_is_kept_in_hand(digits: LoadedModel,
+                                                transport: FakeTransport) -> None:
+    clock = FakeClock()
+    transport.way_back_s = 0.045  # a broker that delays small messages (Nagle)
+    pipeline, _ = make(digits, transport.published, clock, transport)
+    for _ in range(20):
+        pipeline.models["digits"].estimate.add(0.030)
+    pipeline.submit(frame(clock))  # 30 ms + 45 ms fit in 100 ms
+    pipeline.submit(frame(clock))  # 60 ms + 45 ms do not
+    (reply,) = bodies(transport.published, "reply/me")
+    assert reply["error"]["reason"] == "deadline"
+    fixed, _ = make(digits, transport.published, clock, transport, reply_margin_ms=1)
+    for _ in range(20):
+        fixed.models["digits"].estimate.add(0.030)
+    fixed.submit(frame(clock))
+    fixed.submit(frame(clock))  # a set margin replaces the measured one
+    assert len(bodies(transport.published, "reply/me")) == 1
 
 
 def test_a_full_fifo_queue_drops_the_oldest_and_says_so(digits: LoadedModel,
@@ -207,15 +295,14 @@ def test_a_chain_feeds_each_models_output_to_the_next(published: list[Outbound])
     route = Route.bind(RouteConfig(name="cam", subscribe="cam/+", model="features",
                                    chain=("head",), deadline_ms=10_000),
                        {"features": features, "head": head})
-    pipeline = Pipeline([route], Responder(published.append, "box", "edged", stats), stats,
-                        clock)
+    transport = FakeTransport()
+    transport.published = published
+    pipeline = Pipeline([route], Responder(transport, "box", "edged", stats), stats, clock)
     data = np.load(MODELS / "digits_holdout.npz")
-    worker = pipeline.models["features"].workers[0]
+    assert pipeline.models["features"].inline  # a chain of microseconds runs inline too
     for image in data["images"]:
         payload = np.rint(image * 255).astype(np.uint8).tobytes()
         pipeline.submit(Inbound("cam/1", payload, 0, 1.7e9, clock.now, None, None))
-        (job,) = queued(pipeline, "features")
-        worker._run(job)
     labels = [int(b["result"]["label"]) for b in bodies(published, "edged/box/predictions/cam")]
     accuracy = float(np.mean(np.array(labels) == data["labels"]))
     assert accuracy == pytest.approx(manifest["int8_accuracy"], abs=5e-4)
@@ -243,7 +330,7 @@ def test_a_stuck_estimate_is_probed_and_comes_down(digits: LoadedModel,
     pipeline.submit(frame(clock))
     (job,) = queued(pipeline)
     assert job.probe
-    pipeline.models["digits"].workers[0]._run(job)  # runs, is not refused at pickup
+    run(pipeline, job)  # runs, is not refused at pickup
     assert "result" in bodies(published, "reply/me")[0]
     assert estimate.seconds < 0.080
     assert stats.snapshot()["routes"]["cam"]["succeeded"] == 1

@@ -10,6 +10,7 @@ from edged.responder import RateLimit, Responder
 from edged.results import Timings
 from edged.stats import Stats
 from edged.types import Inbound, Outbound
+from tests.support.fakes import FakeTransport
 
 
 class FakeClock:
@@ -89,7 +90,7 @@ def stats() -> Stats:
 
 
 def responder(sent: list[Outbound], stats: Stats, limit: RateLimit | None = None) -> Responder:
-    return Responder(sent.append, "box-1", "edged", stats, limit)
+    return Responder(FakeTransport.into(sent), "box-1", "edged", stats, limit)
 
 
 def test_error_with_a_response_topic_goes_to_it_and_to_the_errors_topic(
@@ -169,7 +170,7 @@ def test_identity_comes_from_the_message(sent: list[Outbound], stats: Stats) -> 
 
 
 def test_publish_topic_renders_the_template_safely(sent: list[Outbound], stats: Stats) -> None:
-    r = Responder(sent.append, "box/1", "site/edged", stats)
+    r = Responder(FakeTransport.into(sent), "box/1", "site/edged", stats)
     topic = r.publish_topic("{prefix}/{device_id}/{route}/{topic[1]}", "cam", "digits",
                             "sensors/+/frame")
     assert topic == "site/edged/box_1/cam/_"

@@ -215,7 +215,7 @@ def test_detection_on_png_frames_gives_boxes_normalised_to_the_frame(
     tp = fp = fn = 0
     for reply in replies:
         body = reply.json()
-        assert "error" not in body, body
+        assert "error" not in body, body["error"]
         result = body["result"]
         _, truth, classes = scenes[int(reply.correlation_data or b"-1")]
         assert result["count"] == len(result["detections"])

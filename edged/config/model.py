@@ -85,6 +85,12 @@ class ModelConfig(Section):
         True, description="serve from the CPU while the accelerator is missing or failing; "
         "false: such messages get model_error"
     )
+    inline: bool | None = Field(
+        None, description="run on the MQTT thread as each message is read, with no hand-over "
+        "to a worker thread (one interpreter; `workers` does not apply): for models of well "
+        "under a millisecond. Unset: inline when the model runs in-process on the CPU and "
+        "its invoke takes under 0.3 ms"
+    )
     isolation: Literal["thread", "process"] = Field(
         "thread", description="process: run each accelerator interpreter in a child process "
         "that edged restarts when it crashes or hangs"

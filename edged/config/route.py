@@ -108,8 +108,22 @@ class RouteConfig(Section):
     on_late: Literal["drop", "publish"] = Field(
         "drop", description="a result ready after its deadline: drop it, or publish it flagged"
     )
-    reply_margin_ms: float = Field(
-        1.0, ge=0, le=10_000, description="time kept in hand for the answer to reach the sender"
+    reply_margin_ms: float | None = Field(
+        None, ge=0, le=10_000, description="time kept in hand for an answer to get through "
+        "the broker to its sender; unset: measured, as the slowest recent round trip of "
+        "edged's own probes through the broker"
+    )
+    queue_target_ms: float | None = Field(
+        None, gt=0, le=24 * 3600 * 1000, description="the wait in the queue that, once "
+        "exceeded for a whole deadline (a standing queue, not a burst), refuses new messages "
+        "(queue_full), so answers stay fresh under overload instead of all hugging the "
+        "deadline; unset: half the message's deadline"
+    )
+    publish_answered: bool = Field(
+        False, description="also publish the results of requests answered on their "
+        "Response Topic to the route's topic (for a dashboard that watches every result); "
+        "off: the requester alone gets them, and messages without a Response Topic go to "
+        "the route's topic"
     )
     deadline_ms: int = Field(1000, gt=0, le=24 * 3600 * 1000)
     window: WindowConfig | None = Field(

@@ -1,6 +1,6 @@
-"""The MQTT adapter (paho): connect, reconnect, subscribe, publish. paho's types stop in
-this package; the rest of edged sees ``Inbound`` and ``Outbound``."""
+"""The MQTT transport: edged's own socket loop and packet codec, reconnect, sessions,
+delivery tracking and the outbox. The rest of edged sees ``Inbound`` and ``Outbound``."""
 
-from edged.mqtt.client import MqttClient
+from edged.mqtt.client import Material, MqttClient
 
-__all__ = ["MqttClient"]
+__all__ = ["Material", "MqttClient"]

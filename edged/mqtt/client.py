@@ -1,111 +1,125 @@
-"""The paho adapter: connect, reconnect, subscribe, publish. paho's types stop here; the rest
-of edged sees ``Inbound`` and ``Outbound``.
+"""edged's MQTT client: one connection kept up by one thread of its own, speaking MQTT 5 or
+3.1.1 through edged's own codec (``packets``) over a socket loop (``link``).
 
-edged runs paho's network loop on a thread of its own rather than ``loop_start``: paho's
-reconnect has no jitter, cannot say why a broker refused, and hides its heartbeat. The
-session is persistent (MQTT 5 clean start off with a session expiry, or 3.1.1 clean session
-off) under a stable client id, so QoS 1 input sent while edged is away waits at the broker.
+Why not paho's client: on a small box the CPU spent per message decides what edged can
+serve. paho reads a packet with three or more ``recv()`` calls, builds a message object and
+a property table for each, and takes locks and a wake-up per publish; the loop a user would
+write around it spends 240-320 us of CPU per request on this project's machine, most of it
+there (docs/benchmarks.md). This loop reads everything the socket has in one ``recv()``,
+hands each message to edged on this thread (small models run right here), and sends every
+answer and acknowledgement of a batch in one ``send()``.
+
+The session is persistent (MQTT 5 clean start off with a session expiry, or 3.1.1 clean
+session off) under a stable client id, so QoS 1 input sent while edged is away waits at the
+broker. Input is acknowledged by edged itself, and left unacknowledged once ``hold_input``
+is called (the SIGTERM drain), so the broker delivers it again to the next session.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import select
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from edged import auth
 from edged.backoff import Backoff
 from edged.config import MqttConfig, OutboxConfig
 from edged.delivery import ConnectionState, Pending, Refusals, Tracker
-from edged.mqtt import fastpath, wire
+from edged.mqtt import packets, wire
+from edged.mqtt.link import Link, LinkClosed
+from edged.mqtt.packets import Ack, ConnAck, Disconnect, PingResp, Publish, SubAck
+from edged.mqtt.wayback import WayBack
 from edged.outbox import Outbox
 from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.mqtt")
-MAX_QUEUED_OUTBOUND = 10_000  # paho's own buffer of QoS>0 messages
-LOOP_S = 0.1  # network loop tick: how soon outbox entries and queued calls are served
-FLUSH_WINDOW = 100  # outbox entries in flight at once, so a backlog cannot flood paho
-READ_BATCH = 32  # packets read back to back before the loop selects again
+LOOP_S = 0.1  # longest sleep: how soon outbox entries, calls and timers are served
+FLUSH_WINDOW = 100  # outbox entries in flight at once, so a backlog cannot flood the broker
+CONNECT_TIMEOUT_S = 10.0
+_POLL_IN, _POLL_OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
+
+
+@dataclass(frozen=True)
+class Material:
+    """What a connection needs that is read from disk (phase two of loading): a bad path
+    fails ``edged check``, not the first connect."""
+
+    tls: ssl.SSLContext | None
+    password: str | None
+
+    @classmethod
+    def load(cls, config: MqttConfig) -> Material:
+        """Raises ConfigError."""
+        return cls(auth.tls_context(config.tls) if config.tls is not None else None,
+                   auth.password(config))
+
 
 class MqttClient:
     """One connection to the broker, kept up by edged's MQTT thread.
 
-    ``on_message`` is called on that thread for every message on ``subscriptions``; it must
-    return quickly. The status topic carries ``online`` (retained) while connected, the
-    broker publishes the last will ``offline`` if the connection is lost, and ``stop``
-    publishes ``stopped``. QoS 1 messages published while the broker is unreachable wait
-    in the outbox and go out, oldest first, once it is back.
+    ``on_message`` is called on that thread for every message on ``subscriptions``; models
+    that take microseconds run inside it, slower ones hand over to workers. The status
+    topic carries ``online`` (retained) while connected, the broker publishes the last
+    will ``offline`` if the connection is lost, and ``stop`` publishes ``stopped``. QoS 1
+    messages published while the broker is unreachable wait in the outbox and go out,
+    oldest first, once it is back.
     """
 
     def __init__(self, config: MqttConfig, client_id: str, status_topic: str,
                  subscriptions: Sequence[str], on_message: Callable[[Inbound], None],
-                 outbox: Outbox | None = None) -> None:
-        fastpath.install()
+                 outbox: Outbox | None = None, material: Material | None = None,
+                 announce: Sequence[Outbound] = (), probe_topic: str | None = None) -> None:
         self._config = config
+        self._client_id = client_id
+        self._v5 = config.protocol == "5"
+        self._material = material if material is not None else Material.load(config)
         self._status_topic = status_topic
+        self._probe_topic = probe_topic or status_topic.rsplit("/", 1)[0] + "/probe"
         self._subscriptions = list(dict.fromkeys(subscriptions))
         self._on_message_cb = on_message
-        self._v5 = config.protocol == "5"
         self.outbox = outbox if outbox is not None else Outbox(OutboxConfig())
+        self.announce: list[Outbound] = list(announce)
+        """Published on every connect, after ``online`` (Home Assistant discovery)."""
         self.connected = threading.Event()
         self.loop_beat = time.monotonic()
         """When the MQTT thread last went round its loop (for the systemd watchdog)."""
         self.state = ConnectionState()
         self.refusals = Refusals()
+        self.wayback = WayBack()
         self.dropped_offline = 0
-        self._messages_in = 0  # PUBLISH packets handed to edged, for batched reading
-        self._holding = False
         self.held_for_next_session = 0
         """QoS 1 messages left unacknowledged on shutdown for the next session."""
+        self._holding = False
         self._tracker = Tracker()
-        self.announce: list[Outbound] = []
-        """Published on every connect, after ``online`` (Home Assistant discovery)."""
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stop = threading.Event()
-        self._closing = False
         self._calls: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = (
             queue.SimpleQueue())
-        self._sub_mids: dict[int, list[str]] = {}
         self._thread: threading.Thread | None = None
-        self._client = self._make_client(client_id)
-
-    def _make_client(self, client_id: str) -> paho.Client:
-        cfg = self._config
-        client = fastpath.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if self._v5 else cfg.session_expiry_s == 0,
-            manual_ack=True,  # acknowledged in _on_message, except input held on shutdown
-        )
-        client.enable_logger(None)
-        client.max_queued_messages_set(MAX_QUEUED_OUTBOUND)
-        client.will_set(self._status_topic, b"offline", qos=1, retain=True)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, auth.password(cfg))
-        if cfg.tls is not None:
-            client.tls_set_context(auth.tls_context(cfg.tls))
-        # Every socket write must happen on the MQTT thread: an SSL connection corrupts its
-        # records (SSL BAD_LENGTH) when a worker writes while that thread reads. Without
-        # loop_start, paho writes inline in the publishing thread unless an external loop
-        # registers for writes; these no-op hooks make it only queue and wake our loop.
-        client.on_socket_register_write = lambda c, u, sock: None
-        client.on_socket_unregister_write = lambda c, u, sock: None
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
-        return client
+        self._link: Link | None = None
+        self._mid_lock = threading.Lock()
+        self._mid = 0
+        self._in_flight_max = 65535  # the broker's Receive Maximum, from its CONNACK
+        self._qos2_in: set[int] = set()  # inbound QoS 2 ids between PUBREC and PUBREL
+        self._released: dict[int, Pending] = {}  # outbound QoS 2 between PUBREC and PUBCOMP
+        self._sub_mids: dict[int, list[str]] = {}
+        self._ping_sent: float | None = None
+        self._nagle_told = False
+        self._probe_lost_told = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._asleep = False
+        self._woken = False
 
     # lifecycle
 
@@ -122,22 +136,18 @@ class MqttClient:
         there is one."""
         flush = self.flush(timeout)
         if self.connected.is_set():
-            info = self._client.publish(self._status_topic, b"stopped", qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(2.0)
-        self._closing = True
-        self._client.disconnect()
-        # The loop thread writes the DISCONNECT; stopping it first could leave the packet
-        # unsent, and the broker would then publish the will (offline) over "stopped".
-        end = time.monotonic() + 2.0
-        while self.connected.is_set() and time.monotonic() < end:
-            time.sleep(0.01)
-        # After the DISCONNECT: the thread's backoff wait ends on this, never reconnects.
+            self.publish(Outbound(self._status_topic, b"stopped", qos=1, retain=True))
+            self.flush(2.0)
+        self.call_in_loop(self._disconnect, timeout=2.0)
         self._stop.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(5.0)
-        for message in self._tracker.take_unacked():
-            self.outbox.put(message)
+            if not self._thread.is_alive():
+                self._woken = True  # no wake-up writes from now on: the pipe closes
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+        self._requeue_unacked()
         left = self.outbox.close()
         self.state.change("stopped", delivered_on_stop=flush, undelivered=left,
                           kept_in_spool=self.outbox.spooled,
@@ -150,19 +160,26 @@ class MqttClient:
         acknowledged, for up to ``timeout`` s; True if everything was delivered."""
         end = time.monotonic() + timeout
         while time.monotonic() < end and self.connected.is_set():
-            if not len(self.outbox) and not self._tracker.outstanding():
+            if self._all_delivered():
                 return True
+            self._wake()
             time.sleep(0.02)
-        return not len(self.outbox) and not self._tracker.outstanding()
+        return self._all_delivered()
+
+    def _all_delivered(self) -> bool:
+        link = self._link
+        return (not len(self.outbox) and not self._tracker.outstanding()
+                and not (link is not None and link.wants_write()))
 
     def call_in_loop(self, fn: Callable[[], None], timeout: float = 10.0) -> bool:
-        """Run ``fn`` on the MQTT thread between two messages (so it never runs while
-        ``on_message`` does); True once it ran."""
+        """Run ``fn`` on the MQTT thread between two batches of messages (so it never runs
+        while ``on_message`` does); True once it ran."""
         if self._thread is None or not self._thread.is_alive():
             fn()
             return True
         done = threading.Event()
         self._calls.put((fn, done))
+        self._wake()
         return done.wait(timeout)
 
     def set_subscriptions(self, filters: Sequence[str]) -> None:
@@ -171,69 +188,326 @@ class MqttClient:
         added = [f for f in new if f not in self._subscriptions]
         removed = [f for f in self._subscriptions if f not in new]
         self._subscriptions = new
-        if self.connected.is_set():
+        link = self._link
+        if link is not None and self.connected.is_set():
             if removed:
-                self._client.unsubscribe(removed)
+                link.send(packets.encode_unsubscribe(self._next_mid(), removed, v5=self._v5))
             if added:
-                self._subscribe(added)
+                self._subscribe(link, added)
+
+    def set_announce(self, messages: Sequence[Outbound]) -> None:
+        self.announce = list(messages)
+
+    def summary(self) -> str:
+        return self.state.summary()
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.state.summary(), "outbox": self.outbox.snapshot(),
-                "dropped_offline_qos0": self.dropped_offline, **self.refusals.snapshot()}
+                "dropped_offline_qos0": self.dropped_offline, "way_back": self.wayback.snapshot(),
+                **self.refusals.snapshot()}
+
+    def hold_input(self) -> bool:
+        """Stop taking QoS 1 input without losing it: from now on it is left unacknowledged,
+        and the broker delivers it again when edged's session resumes. Only with a
+        persistent session (``session_expiry_s`` > 0); True if input is now held. QoS 0 and
+        QoS 2 input still reach edged (the broker would not deliver them again)."""
+        self._holding = self._config.session_expiry_s > 0
+        return self._holding
+
+    # publishing (any thread)
+
+    def send_lag(self) -> float:
+        """How long the oldest answer not yet written has waited in edged (s); 0 while
+        disconnected, when results go to the outbox instead (delivered late by design, not
+        by congestion)."""
+        link = self._link
+        return link.lag() if link is not None and self.connected.is_set() else 0.0
+
+    def way_back(self) -> float:
+        """The broker's round trip, as edged's probes measure it (s): what an answer
+        needs after it is written to reach its receiver."""
+        return self.wayback.margin_s() if self.connected.is_set() else 0.0
+
+    def publish(self, message: Outbound) -> None:
+        """Send ``message``, or queue it; never blocks. QoS 0 is dropped (and counted) while
+        disconnected; QoS 1 and 2 wait in the outbox."""
+        if message.qos == 0:
+            if not (self.connected.is_set() and self._send(message, None)):
+                self.dropped_offline += 1
+            return
+        if not self.connected.is_set() or len(self.outbox) or not self._send(message, None):
+            self.outbox.put(message)
+
+    def _send(self, message: Outbound, entry_id: int | None) -> bool:
+        """Encode and send ``message``; False if the broker's Receive Maximum leaves no room
+        for another QoS 1/2 message now (the caller keeps it for later)."""
+        link = self._link
+        if link is None:
+            return False
+        qos = max(message.qos, 1) if entry_id is not None else message.qos
+        mid = 0
+        if qos:
+            if self._tracker.outstanding() + len(self._released) >= self._in_flight_max:
+                return False
+            mid = self._next_mid()
+        try:
+            data = packets.encode_publish(
+                message.topic, message.payload, v5=self._v5, qos=qos, mid=mid,
+                retain=message.retain, correlation_data=message.correlation_data,
+                user_properties=message.user_properties)
+        except ValueError as exc:  # e.g. a Response Topic holding wildcards: never valid
+            log.warning("cannot publish", topic=message.topic[:200], error=str(exc))
+            if entry_id is not None:
+                self.outbox.ack(entry_id)
+            return True
+        if qos:
+            direct = message if entry_id is None else None
+            self._tracker.sent(mid, Pending(message.topic, qos, entry_id, direct))
+        link.send(data)
+        return True
+
+    def _next_mid(self) -> int:
+        with self._mid_lock:
+            for _ in range(65535):
+                self._mid = self._mid % 65535 + 1
+                if not self._tracker.has(self._mid) and self._mid not in self._released:
+                    return self._mid
+        raise RuntimeError("no MQTT packet identifier free")  # bounded by Receive Maximum
+
+    def _wake(self) -> None:
+        """Wake the MQTT thread if it sleeps in poll()."""
+        if self._asleep and not self._woken:
+            self._woken = True
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
 
     # the MQTT thread
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self._connect():
-                self._serve()
+            link = self._connect()
+            if link is not None:
+                self._serve(link)
             if not self._stop.is_set():
                 self._wait(self._backoff.next())
 
-    def _connect(self) -> bool:
+    def _connect(self) -> Link | None:
         cfg = self._config
         self.state.attempts += 1
-        properties = None
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = cfg.session_expiry_s
-            properties.ReceiveMaximum = cfg.receive_maximum
+        connect = packets.encode_connect(
+            self._client_id, v5=self._v5, keepalive=cfg.keepalive_s,
+            clean_start=cfg.session_expiry_s == 0, session_expiry_s=cfg.session_expiry_s,
+            receive_maximum=cfg.receive_maximum if self._v5 else None,
+            username=cfg.username,
+            password=self._material.password.encode() if self._material.password else None,
+            will_topic=self._status_topic, will_payload=b"offline", will_qos=1,
+            will_retain=True)
         try:
-            self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
-                                 clean_start=cfg.session_expiry_s == 0 if self._v5 else
-                                 paho.MQTT_CLEAN_START_FIRST_ONLY,
-                                 properties=properties)
-        except (OSError, ValueError) as exc:
+            link, connack = Link.open(cfg.host, cfg.port, connect, v5=self._v5,
+                                      keepalive_s=cfg.keepalive_s, tls=self._material.tls,
+                                      timeout=min(CONNECT_TIMEOUT_S, float(cfg.keepalive_s)))
+        except (OSError, ValueError) as exc:  # MalformedPacket is a ValueError
             self.state.change("unreachable", wire.describe_connect_error(exc),
                               host=cfg.host, port=cfg.port)
-            return False
-        return True
+            return None
+        if packets.is_failure(connack.reason):
+            text = packets.reason_text(connack.reason, packets.CONNACK)
+            hint = wire.REFUSAL_HINTS.get(text, "")
+            self.state.change("refused the connection", f"{text}: {hint}" if hint else text,
+                              host=cfg.host, port=cfg.port)
+            link.close()
+            return None
+        self._accepted(link, connack)
+        return link
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            rc = self._client.loop(timeout=LOOP_S)
-            if rc == paho.MQTT_ERR_SUCCESS:
-                rc = self._read_on()
-            self.loop_beat = time.monotonic()
-            self._run_calls()
-            if rc != paho.MQTT_ERR_SUCCESS:
+    def _accepted(self, link: Link, connack: ConnAck) -> None:
+        self._backoff.reset()
+        self._requeue_unacked()  # a worker's publish that raced the last connection's end
+        link.wake = self._wake
+        self._in_flight_max = connack.receive_maximum
+        if not connack.session_present:
+            self._qos2_in.clear()
+        self._ping_sent = None
+        self._link = link
+        self._subscribe(link, [*self._subscriptions, self._probe_topic])
+        self._send(Outbound(self._status_topic, b"online", qos=1, retain=True), None)
+        for message in self.announce:  # retained each time: the consumer may have restarted
+            self._send(message, None)
+        self.connected.set()
+        self.state.change("connected", host=self._config.host, port=self._config.port,
+                          session_present=connack.session_present,
+                          waiting_in_outbox=len(self.outbox),
+                          subscriptions=self._subscriptions)
+
+    def _subscribe(self, link: Link, filters: list[str]) -> None:
+        mid = self._next_mid()
+        self._sub_mids[mid] = filters
+        link.send(packets.encode_subscribe(mid, filters, self._config.subscribe_qos,
+                                           v5=self._v5))
+
+    def _serve(self, link: Link) -> None:
+        poller = select.poll()
+        poller.register(link.sock, _POLL_IN)
+        poller.register(self._wake_r, _POLL_IN)
+        fd, writing = link.sock.fileno(), False
+        try:
+            while not self._stop.is_set():
+                self._asleep = True
+                wants = link.wants_write()
+                if wants != writing:
+                    poller.modify(fd, _POLL_IN | _POLL_OUT if wants else _POLL_IN)
+                    writing = wants
+                events = [] if link.pending() else poller.poll(LOOP_S * 1000)
+                self._asleep = False
+                if self._woken:
+                    self._woken = False
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                if link.pending() or any(f == fd for f, _ in events):
+                    self._handle(link, link.read())
+                link.flush()
+                self.loop_beat = time.monotonic()
+                self._run_calls()
+                self._timers(link)
+                link.flush()
+        except LinkClosed as exc:
+            self._lost(link, str(exc))
+        finally:
+            link.close()
+            if self._link is link:
+                self._link = None
+
+    def _handle(self, link: Link, incoming: list[packets.Packet]) -> None:
+        now = time.monotonic()
+        wall = time.time()
+        for packet in incoming:
+            if isinstance(packet, Publish):
+                self._on_publish(link, packet, now, wall)
+            elif isinstance(packet, Ack):
+                self._on_ack(link, packet)
+            elif isinstance(packet, SubAck):
+                self._on_suback(packet)
+            elif isinstance(packet, PingResp):
+                self._ping_sent = None
+            elif isinstance(packet, Disconnect):
+                text = packets.reason_text(packet.reason, packets.DISCONNECT)
+                raise LinkClosed(f"the broker disconnected edged: {text}"
+                                 + (f" ({packet.reason_string})" if packet.reason_string
+                                    else ""))
+            else:
+                raise LinkClosed(f"unexpected {type(packet).__name__} from the broker")
+
+    def _on_publish(self, link: Link, msg: Publish, now: float, wall: float) -> None:
+        if msg.qos == 1:
+            if self._holding:
+                # Not acknowledged: the broker delivers it again to edged's next session.
+                self.held_for_next_session += 1
                 return
-            if self.connected.is_set():
-                self._flush_outbox()
+            link.send(packets.encode_ack(packets.PUBACK, msg.mid, v5=self._v5))
+        elif msg.qos == 2:
+            link.send(packets.encode_ack(packets.PUBREC, msg.mid, v5=self._v5))
+            if msg.mid in self._qos2_in:
+                return  # a duplicate the broker sent again before our PUBREC reached it
+            self._qos2_in.add(msg.mid)
+        if msg.topic == self._probe_topic:
+            self.wayback.returned_probe(msg.payload, now)
+            return
+        try:
+            self._on_message_cb(wire.inbound(msg, now, wall))
+        except Exception:  # the network thread must survive any one message
+            log.exception("error handling a message", topic=msg.topic[:200])
 
-    def _read_on(self) -> MQTTErrorCode:
-        """paho's loop reads one packet per select(). While messages keep coming, read on
-        without selecting again (up to READ_BATCH), writing whatever answers are waiting
-        between them; stop at the first read that brings no message."""
-        rc = paho.MQTT_ERR_SUCCESS
-        for _ in range(READ_BATCH):
-            before = self._messages_in
-            rc = self._client.loop_read()
-            if rc == paho.MQTT_ERR_SUCCESS and self._client.want_write():
-                rc = self._client.loop_write()
-            if rc != paho.MQTT_ERR_SUCCESS or self._messages_in == before:
-                break
-        return rc
+    def _on_ack(self, link: Link, ack: Ack) -> None:
+        if ack.kind == packets.PUBREL:  # the broker's QoS 2 message to us is complete
+            self._qos2_in.discard(ack.mid)
+            link.send(packets.encode_ack(packets.PUBCOMP, ack.mid, v5=self._v5))
+            return
+        if ack.kind == packets.PUBREC and not packets.is_failure(ack.reason):
+            record = self._tracker.acked(ack.mid)
+            if record is not None:
+                self._released[ack.mid] = record
+            link.send(packets.encode_ack(packets.PUBREL, ack.mid, v5=self._v5))
+            return
+        record = (self._released.pop(ack.mid, None) if ack.kind == packets.PUBCOMP
+                  else self._tracker.acked(ack.mid))
+        if record is None:
+            return
+        if record.entry_id is not None:
+            self.outbox.ack(record.entry_id)
+        if packets.is_failure(ack.reason):
+            self.refusals.refused("publish", record.topic,
+                                  packets.reason_text(ack.reason, ack.kind))
+
+    def _on_suback(self, ack: SubAck) -> None:
+        filters = self._sub_mids.pop(ack.mid, [])
+        for topic_filter, reason in zip(filters, ack.reasons, strict=False):
+            if packets.is_failure(reason):
+                self.refusals.refused("subscribe", topic_filter,
+                                      packets.reason_text(reason, ack.kind))
+
+    def _timers(self, link: Link) -> None:
+        """Keep-alive, probes, the outbox: what the loop does besides messages."""
+        now = time.monotonic()
+        keepalive = self._config.keepalive_s
+        if self._ping_sent is not None and now - self._ping_sent > keepalive:
+            raise LinkClosed(f"no answer to a ping within the keep-alive of {keepalive} s")
+        if self._ping_sent is None and now - link.last_write >= keepalive * 0.75:
+            link.send(packets.PINGREQ)
+            self._ping_sent = now
+        if self.wayback.due(now):
+            self._probe(link, now)
+        if len(self.outbox):
+            room = min(FLUSH_WINDOW - self._tracker.in_flight_entries(),
+                       self._in_flight_max - self._tracker.outstanding())
+            for entry_id, message in self.outbox.take(max(room, 0)):
+                if not self._send(message, entry_id):
+                    self.outbox.release([entry_id])
+                    break
+
+    def _probe(self, link: Link, now: float) -> None:
+        data = b"".join(packets.encode_publish(self._probe_topic, payload, v5=self._v5)
+                        for payload in self.wayback.burst(now))
+        link.send(data)
+        if self.wayback.nagle_suspected and not self._nagle_told:
+            self._nagle_told = True
+            log.warning("the broker delays small messages (Nagle's algorithm): answers reach "
+                        "their senders tens of ms late; set `set_tcp_nodelay true` in "
+                        "mosquitto.conf", **self.wayback.snapshot())
+        if self.wayback.lost(now) and not self._probe_lost_told:
+            self._probe_lost_told = True
+            log.warning("edged's probes do not come back through the broker (is "
+                        f"{self._probe_topic!r} allowed by its ACL?); the reply margin stays "
+                        "at its initial guess", margin_ms=self.wayback.margin_s() * 1000)
+
+    def _lost(self, link: Link, why: str) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        self.wayback.connection_lost()
+        self._requeue_unacked()
+        if was_connected and not self._stop.is_set():
+            self.state.change("disconnected", why)
+
+    def _requeue_unacked(self) -> None:
+        """QoS 1/2 messages not acknowledged go out again after the reconnect (or in the
+        next session, from the spool), through the outbox: at least once, as the broker may
+        already have them."""
+        messages, entries = self._tracker.take_all()
+        entries += [r.entry_id for r in self._released.values() if r.entry_id is not None]
+        messages += [r.message for r in self._released.values() if r.message is not None]
+        self._released.clear()
+        self.outbox.release(entries)
+        for message in messages:
+            self.outbox.put(message)
+
+    def _disconnect(self) -> None:
+        link = self._link
+        if link is None:
+            return
+        with contextlib.suppress(LinkClosed):
+            link.send(packets.encode_disconnect(v5=self._v5))
+            link.flush()
+        self.connected.clear()
+        self._stop.set()
 
     def _wait(self, seconds: float) -> None:
         """Sleep between attempts, still serving queued calls and showing a heartbeat."""
@@ -255,146 +529,3 @@ class MqttClient:
                 log.exception("error in a call on the MQTT thread")
             finally:
                 done.set()
-
-    def _flush_outbox(self) -> None:
-        if not len(self.outbox):  # the common case, and no query of the spool each tick
-            return
-        room = FLUSH_WINDOW - self._tracker.in_flight_entries()
-        if room <= 0:
-            return
-        for entry_id, message in self.outbox.take(room):
-            if not self._send(message, entry_id):
-                break
-
-    # publishing
-
-    def outbound_lag(self) -> float:
-        """Seconds a publish now waits before it leaves; 0 while disconnected, when results
-        go to the outbox instead (delivered late by design, not by congestion)."""
-        return self._tracker.lag() if self.connected.is_set() else 0.0
-
-    def publish(self, message: Outbound) -> None:
-        """Queue ``message``; never blocks. QoS 0 is dropped (and counted) while
-        disconnected; QoS 1 and 2 wait in the outbox."""
-        if message.qos == 0:
-            if self.connected.is_set():
-                self._send(message, None)
-            else:
-                self.dropped_offline += 1
-            return
-        if self.connected.is_set() and not len(self.outbox):
-            self._send(message, None)
-        else:
-            self.outbox.put(message)
-
-    def _send(self, message: Outbound, entry_id: int | None) -> bool:
-        """Hand ``message`` to paho; False if paho's buffer is full (try again later)."""
-        properties = None
-        if self._v5 and (message.correlation_data is not None or message.user_properties):
-            properties = fastpath.reply_properties(message.correlation_data,
-                                                   message.user_properties)
-        qos = max(message.qos, 1) if entry_id is not None else message.qos
-        try:
-            info = self._client.publish(message.topic, message.payload, qos=qos,
-                                        retain=message.retain, properties=properties)
-        except ValueError as exc:  # e.g. a Response Topic holding wildcards: never valid
-            log.warning("cannot publish", topic=message.topic[:200], error=str(exc))
-            if entry_id is not None:
-                self.outbox.ack(entry_id)
-            return True
-        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            if entry_id is None:
-                self.outbox.put(message)
-            else:
-                self.outbox.release([entry_id])
-            return False
-        direct = message if entry_id is None and qos > 0 else None
-        if self._tracker.sent(info.mid, Pending(message.topic, qos, entry_id, direct)):
-            self._delivered(Pending(message.topic, qos, entry_id, direct), None)
-        return True
-
-    def _delivered(self, record: Pending, reason: ReasonCode | None) -> None:
-        if record.entry_id is not None:
-            self.outbox.ack(record.entry_id)
-        if reason is not None and reason.is_failure:
-            self.refusals.refused("publish", record.topic, str(reason))
-
-    # paho callbacks, on the MQTT thread
-
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
-                    reason: ReasonCode, properties: Properties | None) -> None:
-        if reason.is_failure:
-            text = str(reason)
-            hint = wire.REFUSAL_HINTS.get(text, "")
-            self.state.change("refused the connection", f"{text}: {hint}" if hint else text,
-                              host=self._config.host, port=self._config.port)
-            return
-        self._backoff.reset()
-        wire.no_delay(client)
-        if self._subscriptions:
-            self._subscribe(self._subscriptions)
-        client.publish(self._status_topic, b"online", qos=1, retain=True)
-        for message in self.announce:  # retained each time: the consumer may have restarted
-            self._send(message, None)
-        self.connected.set()
-        self.state.change("connected", host=self._config.host, port=self._config.port,
-                          session_present=bool(getattr(flags, "session_present", False)),
-                          waiting_in_outbox=len(self.outbox),
-                          subscriptions=self._subscriptions)
-
-    def _subscribe(self, filters: list[str]) -> None:
-        qos = self._config.subscribe_qos
-        rc, mid = self._client.subscribe([(f, qos) for f in filters])
-        if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
-            self._sub_mids[mid] = filters
-
-    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
-                      reasons: list[ReasonCode], properties: Properties | None) -> None:
-        filters = self._sub_mids.pop(mid, [])
-        for topic_filter, reason in zip(filters, reasons, strict=False):
-            if reason.is_failure:
-                self.refusals.refused("subscribe", topic_filter, str(reason))
-
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
-                       reason: ReasonCode, properties: Properties | None) -> None:
-        was_connected = self.connected.is_set()
-        self.connected.clear()
-        self._tracker.connection_lost()
-        if was_connected and not self._closing:
-            self.state.change("disconnected", str(reason))
-
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
-                    reason: ReasonCode, properties: Properties | None) -> None:
-        record = self._tracker.acked(mid)
-        if record is not None:
-            self._delivered(record, reason)
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        now = time.monotonic()
-        self._messages_in += 1
-        if self._holding and msg.qos == 1:
-            # Not acknowledged: the broker delivers it again to edged's next session.
-            self.held_for_next_session += 1
-            return
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            log.warning("dropped a message whose topic is not UTF-8")
-            return
-        finally:
-            if msg.qos:
-                client.ack(msg.mid, msg.qos)
-        try:
-            self._on_message_cb(wire.inbound(msg, topic, now))
-        except Exception:  # the network thread must survive any one message
-            log.exception("error handling a message", topic=topic[:200])
-
-    def hold_input(self) -> bool:
-        """Stop taking QoS 1 input without losing it: from now on it is left unacknowledged,
-        and the broker delivers it again when edged's session resumes. Only with a
-        persistent session (``session_expiry_s`` > 0); True if input is now held. QoS 0 and
-        QoS 2 input still reach edged (the broker would not deliver them again)."""
-        self._holding = self._config.session_expiry_s > 0
-        return self._holding
-
-

@@ -1,31 +1,17 @@
-"""Translation between paho and edged: inbound messages, socket options, refusals in words.
-
-Part of the MQTT adapter: paho's types stop in this package.
-"""
+"""Translation between the wire and edged: inbound messages, connect failures and refusals
+in words an operator can act on."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import ssl
-import time
 
-import paho.mqtt.client as paho
-
+from edged.mqtt.packets import Publish
 from edged.types import Inbound
 
 REFUSAL_HINTS = {
     "Not authorized": "the broker's ACL or authentication refuses this client",
     "Bad user name or password": "check mqtt.username and the password",
 }
-
-
-def no_delay(client: paho.Client) -> None:
-    """Turn off Nagle's algorithm: answers are small and must not wait for the next ACK."""
-    sock = client.socket()
-    if sock is not None and hasattr(sock, "setsockopt"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def describe_connect_error(exc: BaseException) -> str:
@@ -41,16 +27,8 @@ def describe_connect_error(exc: BaseException) -> str:
 
 
 
-def inbound(msg: paho.MQTTMessage, topic: str, now: float) -> Inbound:
-    props = getattr(msg, "properties", None)
-    response_topic = correlation = expiry = None
-    user: tuple[tuple[str, str], ...] = ()
-    if props is not None:
-        response_topic = getattr(props, "ResponseTopic", None) or None
-        correlation = getattr(props, "CorrelationData", None)
-        expiry = getattr(props, "MessageExpiryInterval", None)
-        user = tuple((str(k), str(v)) for k, v in getattr(props, "UserProperty", ()))
-    return Inbound(topic=topic, payload=bytes(msg.payload), qos=msg.qos,
-                   received_wall=time.time(), received_mono=now,
-                   response_topic=response_topic, correlation_data=correlation,
-                   user_properties=user, expiry_interval_s=expiry)
+def inbound(msg: Publish, now: float, wall: float) -> Inbound:
+    return Inbound(topic=msg.topic, payload=msg.payload, qos=msg.qos, received_wall=wall,
+                   received_mono=now, response_topic=msg.response_topic or None,
+                   correlation_data=msg.correlation_data, user_properties=msg.user_properties,
+                   expiry_interval_s=msg.expiry_interval_s)

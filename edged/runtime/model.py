@@ -36,6 +36,9 @@ _PROBE = (
 )
 
 
+INLINE_MAX_MS = 0.3
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model that loaded, ran once, and is ready for worker sessions."""
@@ -52,12 +55,26 @@ class LoadedModel:
     startup_failures: dict[str, str] = field(default_factory=dict)
     """Accelerators (by engine name) that failed at load: their workers start on the
     fallback and retry in the background instead of failing again first."""
+    typical_ms: float = -1.0
+    """The median of a few invokes after the first (which is slower); unset: ``warmup_ms``."""
     _workers: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.plan is None:  # built by hand (tests): the CPU, no fallback
             spec = EngineSpec(self.config.path, self.config.num_threads)
             object.__setattr__(self, "plan", Plan((spec,), None, False))
+        if self.typical_ms < 0:
+            object.__setattr__(self, "typical_ms", self.warmup_ms)
+
+    @property
+    def inline(self) -> bool:
+        """Whether messages run on the MQTT thread (see ``ModelConfig.inline``): a hand-over
+        to a worker thread costs more CPU than a model of microseconds."""
+        if self.config.inline is not None:
+            return self.config.inline
+        plan = self.engines
+        return (self.typical_ms < INLINE_MAX_MS and self.config.isolation == "thread"
+                and not any(spec.accelerated for spec in plan.primaries))
 
     @property
     def engines(self) -> Plan:
@@ -113,6 +130,7 @@ def load_model(name: str, config: ModelConfig, backend: Backend) -> LoadedModel:
         if config.postprocess == "classification":
             _check_classifier(name, reference.outputs, labels)
         spec_in, spec_out = reference.input, reference.outputs
+        typical_ms = _typical_ms(reference)
     finally:
         for engine in (primary, fallback):
             if engine is not None:
@@ -121,7 +139,7 @@ def load_model(name: str, config: ModelConfig, backend: Backend) -> LoadedModel:
         log.warning("accelerator unavailable at start; serving from the fallback",
                     model=name, backend=backend_name, reason=why)
     return LoadedModel(name, config, backend, spec_in, spec_out, labels, warmup_ms, plan,
-                       failures)
+                       failures, typical_ms)
 
 
 def _open(name: str, backend: Backend, spec: EngineSpec, timeout_ms: int | None) -> Engine:
@@ -165,6 +183,22 @@ def _warm_up(name: str, engine: Engine) -> float:
         engine.close()
         raise ModelLoadError(f"model {name!r} fails to run on {engine.name}: {exc}") from exc
     return (time.perf_counter() - started) * 1000
+
+
+def _typical_ms(engine: Engine, runs: int = 7, budget_s: float = 0.2) -> float:
+    """The median of up to ``runs`` invokes, within ``budget_s``: what a message costs once
+    the model is warm."""
+    tensor = np.zeros(engine.input.shape, engine.input.dtype)
+    times: list[float] = []
+    end = time.perf_counter() + budget_s
+    while len(times) < runs and time.perf_counter() < end:
+        started = time.perf_counter()
+        try:
+            engine.run(tensor)
+        except EngineFailure:
+            break
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2] if times else float("inf")
 
 
 def _check_fallback(name: str, fallback: Engine, primary: Engine) -> None:

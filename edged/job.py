@@ -1,0 +1,67 @@
+"""What flows through the pipeline: a job in, an outcome out (values only).
+
+Workers and the inline runner return outcomes; the responder, the one sink, turns them into
+MQTT messages and stats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edged.deadline import Deadline
+from edged.results import Identity, Timings
+from edged.routes import Route
+from edged.types import Inbound
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    route: Route
+    message: Inbound
+    identity: Identity
+    deadline: Deadline
+    publish_topic: str
+    array: Array | None = None
+    """A sensor window's readings, ready to fit; None: the payload is the input."""
+    probe: bool = False
+    """Admitted although the estimate said it would be late: it measures the service time
+    afresh (see ``ServiceTimeEstimate.probe_due``)."""
+
+    @property
+    def due(self) -> float:
+        return self.deadline.at
+
+    @property
+    def source(self) -> str:
+        return self.message.topic
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A result, for the requester and (``to_route``) the route's topic."""
+
+    job: Job
+    result: dict[str, Any]
+    timings: Timings
+    late: bool = False
+    to_route: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message that got no result: why, in a reason code and in words."""
+
+    identity: Identity
+    message: Inbound
+    reason: str
+    text: str
+    deadline_ms: float | None = None
+    timings: Timings | None = None
+
+
+Outcome = Answer | Refused

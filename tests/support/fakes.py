@@ -1,0 +1,74 @@
+"""A fake transport, for tests of the code above the MQTT side (responder, pipeline, server):
+it keeps what would be published, and its lags are set by the test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edged.types import Inbound, Outbound
+
+
+class FakeTransport:
+    def __init__(self, send_lag_s: float = 0.0, way_back_s: float = 0.001) -> None:
+        self.published: list[Outbound] = []
+        self.send_lag_s = send_lag_s
+        self.way_back_s = way_back_s
+
+    @classmethod
+    def into(cls, published: list[Outbound]) -> FakeTransport:
+        """A fake that puts what it would publish into ``published``."""
+        fake = cls()
+        fake.published = published
+        return fake
+
+    def publish(self, message: Outbound) -> None:
+        self.published.append(message)
+
+    def send_lag(self) -> float:
+        return self.send_lag_s
+
+    def way_back(self) -> float:
+        return self.way_back_s
+
+
+class FakeBroker(FakeTransport):
+    """The server's side of it: messages are handed to edged with ``deliver``; calls run at
+    once, as between two messages."""
+
+    def __init__(self, on_message: Callable[[Inbound], None]) -> None:
+        super().__init__()
+        self.on_message = on_message
+        self.loop_beat = 0.0
+        self.started = self.stopped = self.holding = False
+        self.subscriptions: list[str] = []
+        self.announced: list[Outbound] = []
+
+    def deliver(self, message: Inbound) -> None:
+        self.on_message(message)
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, timeout: float) -> None:
+        self.stopped = True
+
+    def hold_input(self) -> bool:
+        self.holding = True
+        return True
+
+    def call_in_loop(self, fn: Callable[[], None], timeout: float = 10.0) -> bool:
+        fn()
+        return True
+
+    def set_subscriptions(self, filters: Sequence[str]) -> None:
+        self.subscriptions = list(filters)
+
+    def set_announce(self, messages: Sequence[Outbound]) -> None:
+        self.announced = list(messages)
+
+    def summary(self) -> str:
+        return "connected (fake)"
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": self.summary(), "outbox": {"waiting": 0, "dropped_full": 0}}
