@@ -256,11 +256,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
             stop_process(proc)
         if broker is not None:
             broker.stop()
-    log = (work / "edged.log").read_text()
     result.update(model=model.name, model_path=str(model), edged_settings=settings,
                   broker=broker_settings(broker, args), raw=cap,
-                  edged_log_warnings=[line for line in log.splitlines()
-                                      if '"warning"' in line or "accelerator" in line][:20])
+                  edged_log=log_summary(work / "edged.log"))
     write_out(args, result)
     return 0
 
@@ -290,6 +288,24 @@ def broker_settings(broker: Broker | None, args: argparse.Namespace) -> dict[str
     nodelay = [line.split()[1] for line in lines if line.startswith("set_tcp_nodelay")]
     return {"set_tcp_nodelay": nodelay[-1] if nodelay else "false (default)",
             "config": lines}
+
+
+def log_summary(path: Path) -> dict[str, Any]:
+    """edged's log lines by level and event, and the accelerator's lines as they are (a
+    simulated accelerator that did not load would leave edged on its CPU fallback)."""
+    counts: dict[str, int] = {}
+    accelerator: list[str] = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            key = f"{entry.get('level', '?')}: {entry.get('event', '?')}"
+            counts[key] = counts.get(key, 0) + 1
+        if "accelerator" in line or "delegate" in line:
+            accelerator.append(line[:300])
+    return {"events": counts, "accelerator_lines": accelerator[:10]}
 
 
 def run_soak(bench: Bench, rate: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -330,7 +346,10 @@ def write_out(args: argparse.Namespace, result: dict[str, Any]) -> None:
         print(f"\nfind-max {search['server']}: highest passing rate "
               f"{search['max_rate_per_s'] or 0:.0f}/s, first failing "
               f"{search['first_failing_per_s'] or 0:.0f}/s")
-    for line in result["edged_log_warnings"][:5]:
+    events = result["edged_log"]["events"]
+    print("\nedged's log: " + (", ".join(f"{k} x{v}" for k, v in sorted(events.items()))
+                              or "nothing"))
+    for line in result["edged_log"]["accelerator_lines"]:
         print(f"edged log: {line[:200]}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     result.update(
