@@ -32,7 +32,8 @@ What it does:
    time when it arrived within --deadline-ms of its sending.
 4. Prints a table and writes JSON: on-time goodput, p50/p99 round trip, late answers,
    refusals by reason, the serving process's CPU per request (its /proc/PID/stat CPU
-   seconds over the phase, sending and draining, divided by the requests sent), its CPU
+   seconds from the phase's first request until it is idle again, divided by the requests
+   sent), its CPU
    share and peak RSS, the broker's, sender's and receiver's CPU, and edged/peer ratios.
 
 --find-max RATE doubles the rate from RATE until a phase fails (< 99 % of those sent on time,
@@ -164,6 +165,7 @@ class Bench:
             phase, self.args.duration, self.args.deadline_ms, self.args.poisson,
             on_sent=lambda: snap.update({k: proc_cpu_s(v) for k, v in watched.items()},
                                         busy=machine_busy_s(), t=time.monotonic()))
+        wait_quiet(pid)  # a server still working off a backlog is still serving them
         drained_cpu = proc_cpu_s(pid) - cpu0["server"]
         cpu = {k: round((snap[k] - cpu0[k]) / (snap["t"] - t0) * 100, 1) for k in watched}
         row = report.summarise(phase, self.args.duration, achieved, self.args.deadline_ms,
@@ -171,7 +173,8 @@ class Bench:
         left = (os.cpu_count() or 1) * 100 - sum(v for k, v in cpu.items() if k != "server")
         row.update(
             load=label, server=server, server_cpu_pct=cpu.pop("server"),
-            # Over the whole phase, the drain included: the work the requests caused.
+            # From the first request until the server is idle again, a backlog worked off
+            # after the deadline included: all the work the requests caused.
             cpu_us_per_request=round(drained_cpu / max(row["sent"], 1) * 1e6, 1),
             server_peak_rss_mb=proc_rss_mb(pid), other_cpu_pct=cpu,
             machine_cpu_pct=round((snap["busy"] - busy0) / (snap["t"] - t0) * 100, 1),

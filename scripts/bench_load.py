@@ -40,6 +40,7 @@ class Answer:
     reason: str | None  # the refusal's reason, None for a result
     server_received: float | None  # wall time the server read the request, when it says
     server_timings_ms: dict[str, float]  # edged's stages, as its answer gave them
+    label: Any = None  # the answer's label, as it gave it
 
     @property
     def server_total_ms(self) -> float | None:
@@ -65,7 +66,8 @@ def parse_answer(arrived: float, payload: bytes) -> Answer:
     error = body.get("error")
     reason = str(error.get("reason")) if isinstance(error, dict) else None
     timings = body.get("timings_ms")
-    return Answer(arrived, reason, when, timings if isinstance(timings, dict) else {})
+    return Answer(arrived, reason, when, timings if isinstance(timings, dict) else {},
+                  body.get("label"))
 
 
 def receive(port: int, topic: str, conn: Connection, niceness: int) -> None:

@@ -102,7 +102,9 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
         if ratio:
             print(f"{'':>8} {'ratio':>6} {'':>10} {'':>8} {_f(ratio['goodput'], 10, 2)} "
                   f"{_f(ratio['on_time'], 8, 2)} {_f(ratio['p50'])} {_f(ratio['p99'])} "
-                  f"{_f(ratio['late'], 6, 1)} {_f(ratio['cpu_per_request'], 11, 2)}")
+                  f"{_f(ratio['late'], 6, 1)} {_f(ratio['cpu_per_request'], 11, 2)}"
+                  f"  (p50 {diff:+.2f} ms vs the peer's)" if (diff := ratio["p50_minus_peer_ms"])
+                  is not None else "")
 
 
 def print_machine(rows: list[dict[str, Any]]) -> None:
@@ -121,7 +123,8 @@ def print_machine(rows: list[dict[str, Any]]) -> None:
 
 def print_splits(rows: list[dict[str, Any]]) -> None:
     print("\nwhere edged's time went (median ms: sender -> edged / queued in edged / running "
-          "in edged / edged -> sender)")
+          "in edged / edged -> sender;\n  edged's received_at has millisecond resolution, so "
+          "the first reads up to 1 ms low and the last up to 1 ms high)")
     for r in rows:
         for label, key in (("all results", "median_split_ms"),
                            ("slowest 1 %", "slowest_1pct_split_ms"),
