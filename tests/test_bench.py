@@ -25,7 +25,12 @@ from tests.support.daemon import MODELS
 # The bench's modules live in scripts/, which is not a package (they run as scripts).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_report  # type: ignore[import-not-found]
-from bench_load import Answer, Phase, parse_answer  # type: ignore[import-not-found]
+from bench_load import (  # type: ignore[import-not-found]
+    Answer,
+    Phase,
+    parse_answer,
+    publish_correlation,
+)
 from bench_targets import (  # type: ignore[import-not-found]
     build_sim_delegate,
     start_peer,
@@ -79,7 +84,7 @@ def test_peer_answers_on_the_response_topic_with_the_models_label(broker: Broker
 
     def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         corr = getattr(msg.properties, "CorrelationData", b"")
-        got[corr] = parse_answer(time.time(), msg.payload)
+        got[corr] = parse_answer(time.time(), bytes(msg.payload))
         if len(got) == len(quantized):
             done.set()
 
@@ -122,3 +127,16 @@ def test_a_phase_counts_on_time_late_and_refused_at_the_sender() -> None:
     assert row["rejected"] == {"deadline": 1}
     assert row["attainment"] == 0.25
     assert not bench_report.passes(row)
+
+
+def test_the_raw_receiver_finds_the_correlation_data_among_other_properties() -> None:
+    def utf8(b: bytes) -> bytes:
+        return len(b).to_bytes(2, "big") + b
+
+    props = (b"\x01\x01" + b"\x02" + (60).to_bytes(4, "big") + b"\x08" + utf8(b"re/ply")
+             + b"\x26" + utf8(b"k") + utf8(b"v") + b"\x0b\x81\x01" + b"\x09" + utf8(b"417")
+             + b"\x03" + utf8(b"application/json"))
+    body = utf8(b"bench/replies/x") + len(props).to_bytes(1, "big") + props + b'{"a": 1}'
+    assert publish_correlation(body, 0) == (b"417", b'{"a": 1}')
+    with_id = utf8(b"t") + b"\x00\x07" + b"\x00" + b"x"  # QoS 1: a packet id, no properties
+    assert publish_correlation(with_id, 0b0010) is None
