@@ -160,6 +160,11 @@ class Bench:
         for pid in self.servers.values():
             wait_quiet(pid)
         pid = self.servers[server]
+        # What the server spends with no request at all (timers, keep-alives, stats): part of
+        # its CPU per request, the more so the lower the rate.
+        idle0 = proc_cpu_s(pid)
+        time.sleep(1.0)
+        idle_pct = round((proc_cpu_s(pid) - idle0) * 100, 1)
         others = {"broker": self.broker_pid, "sender": os.getpid(),
                   "receiver": self.loader.receiver_pid,
                   "idle_server": next((p for s, p in self.servers.items() if s != server),
@@ -185,7 +190,8 @@ class Bench:
             # From the first request until the server is idle again, a backlog worked off
             # after the deadline included: all the work the requests caused.
             cpu_us_per_request=round(drained_cpu / max(row["sent"], 1) * 1e6, 1),
-            server_peak_rss_mb=proc_rss_mb(pid), other_cpu_pct=cpu,
+            server_idle_cpu_pct=idle_pct, server_peak_rss_mb=proc_rss_mb(pid),
+            other_cpu_pct=cpu,
             machine_cpu_pct=round((snap["busy"] - busy0) / (snap["t"] - t0) * 100, 1),
             cpu_left_to_server_pct=round(left, 1),
             # What the cores left to the server could run were it to spend nothing but

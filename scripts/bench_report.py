@@ -109,8 +109,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 
 def print_machine(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'load':>8} {'server':>6} {'age at server p50/p90/p99 ms':>30} {'machine %':>10} "
-          f"{'broker %':>9} {'sender %':>9} {'receiver %':>11} {'idle srv %':>11} "
-          f"{'ceiling/s':>10}")
+          f"{'broker %':>9} {'sender %':>9} {'receiver %':>11} {'other srv %':>11} "
+          f"{'ceiling/s':>10} {'srv at rest %':>14}")
     for r in rows:
         age = r["to_server_ms"] or {}
         other = r["other_cpu_pct"]
@@ -118,7 +118,7 @@ def print_machine(rows: list[dict[str, Any]]) -> None:
         print(f"{r['load']:>8} {r['server']:>6} {ages:>30} {r['machine_cpu_pct']:>10.0f} "
               f"{other.get('broker', float('nan')):>9.0f} {other.get('sender', 0):>9.0f} "
               f"{other.get('receiver', 0):>11.0f} {other.get('idle_server', 0):>11.0f} "
-              f"{r['goodput_ceiling_per_s']:>10.0f}")
+              f"{r['goodput_ceiling_per_s']:>10.0f} {r['server_idle_cpu_pct']:>14.1f}")
 
 
 def print_splits(rows: list[dict[str, Any]]) -> None:
