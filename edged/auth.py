@@ -49,6 +49,10 @@ def password(cfg: MqttConfig, env: Mapping[str, str] | None = None) -> str | Non
 
 def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     """A client context that verifies the broker (and its name unless told not to)."""
+    for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file),
+                      ("key_file", tls.key_file)):
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"mqtt.tls.{key}", [f"cannot read {path}"])
     try:
         context = ssl.create_default_context(
             ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import structlog
 
-from edged import __version__, devices, logs
+from edged import __version__, devices, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError
+from edged.mqtt.check import probe_broker
 from edged.routes import Route
 from edged.server import Loaded, Server, load
 
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--runtime", choices=["ai-edge-litert", "tflite-runtime"], default=None,
             help="use this TFLite runtime instead of the fastest installed one",
         )
+        if name == "check":
+            sub.add_argument("--no-broker", action="store_true",
+                             help="do not connect to the broker to time the way back")
     text = "list the accelerators, delegate libraries and TFLite runtime this box has"
     sub = commands.add_parser("devices", help=text, description=text)
     sub.add_argument("-c", "--config", type=Path, default=None,
@@ -53,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check":
-            return check(args.config, args.runtime)
+            return check(args.config, args.runtime, broker=not args.no_broker)
         if args.command == "devices":
             return list_devices(args.config, args.json)
         return run(args.config, args.runtime)
@@ -80,7 +85,7 @@ def run(config: Path, runtime: str | None) -> int:
     return EX_OK
 
 
-def check(config: Path, runtime: str | None) -> int:
+def check(config: Path, runtime: str | None, broker: bool = True) -> int:
     settings = load_settings(config)
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
@@ -89,6 +94,12 @@ def check(config: Path, runtime: str | None) -> int:
         for route in settings.routes:  # what start-up would refuse: input or output mismatch
             Route.bind(route, loaded.models)
         _print_report(settings, loaded)
+        if broker and loaded.material is not None:
+            device = topics.safe_level(settings.device_id)
+            tag = f"check-{os.getpid()}"
+            report = probe_broker(settings.mqtt, loaded.material, f"edged-{device}-{tag}",
+                                  f"{settings.mqtt.topic_prefix}/{device}/probe/{tag}")
+            print("\n".join(report.lines()))
     finally:
         if loaded.outbox is not None:
             loaded.outbox.close()

@@ -76,3 +76,58 @@ def test_check_rejects_a_file_that_is_not_a_model(tmp_path: Path) -> None:
     done = check_digits_with(tmp_path, path=str(bogus))
     assert done.returncode == 1
     assert "not a TFLite flatbuffer" in done.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("nodelay", [True, False])
+def test_check_times_the_way_back_and_names_a_broker_that_delays_small_messages(
+    tmp_path: Path, nodelay: bool
+) -> None:
+    from tests.support.broker import Broker
+
+    (tmp_path / "mosquitto").mkdir()
+    broker = Broker(tmp_path / "mosquitto", extra=[] if nodelay else ["set_tcp_nodelay false"])
+    broker.start()
+    try:
+        config = tmp_path / "edged.yaml"
+        config.write_text(yaml.safe_dump(digits_config(broker.port)))
+        done = edged("check", "--config", str(config))
+    finally:
+        broker.stop()
+    assert done.returncode == 0, done.stderr
+    assert f"broker   127.0.0.1:{broker.port} answered; way back through it" in done.stdout
+    assert ("Nagle's algorithm" in done.stdout) is not nodelay, done.stdout
+    if not nodelay:
+        assert "set `set_tcp_nodelay true`" in done.stdout
+
+
+def test_check_says_the_broker_is_unreachable_without_failing(tmp_path: Path) -> None:
+    from tests.support.broker import free_port
+
+    config = tmp_path / "edged.yaml"
+    config.write_text(yaml.safe_dump(digits_config(free_port())))
+    done = edged("check", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "warning  broker: connection refused" in done.stdout
+
+
+def test_check_fails_on_tls_material_it_cannot_read(tmp_path: Path) -> None:
+    raw = digits_config(1883)
+    raw["mqtt"]["tls"] = {"ca_file": str(tmp_path / "missing-ca.pem")}
+    config = tmp_path / "edged.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    done = edged("check", "--no-broker", "--config", str(config))
+    assert done.returncode == 78, done.stdout
+    assert "mqtt.tls" in done.stderr and "missing-ca.pem" in done.stderr
+    assert "runtime" not in done.stdout  # refused before any model was loaded
+
+
+def test_check_fails_on_a_spool_it_cannot_open(tmp_path: Path) -> None:
+    raw = digits_config(1883)
+    (tmp_path / "a-file").write_text("not a folder")
+    raw["outbox"] = {"spool_path": str(tmp_path / "a-file" / "spool.sqlite")}
+    config = tmp_path / "edged.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    done = edged("check", "--no-broker", "--config", str(config))
+    assert done.returncode == 78, done.stdout
+    assert "outbox.spool_path" in done.stderr

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 BURST = 3
-NAGLE_GAP_S = 0.015  # later probes of a burst this much slower than the first one
-NAGLE_BURSTS = 2  # ... in this many of the recent bursts
+NAGLE_GAP_S = 0.020  # the last probe of a burst this much slower than the first one
+NAGLE_WINDOW = 30  # bursts remembered for it: the delay shows on a fresh or busy connection,
+                  # not on every burst (an idle receiver acknowledges at once)
 _FORMAT = struct.Struct(">IId")  # burst, index in burst, send time (monotonic s)
 
 
@@ -46,7 +47,7 @@ class WayBack:
         self._burst = 0
         self._next_at = 0.0
         self._first: dict[int, float] = {}  # burst -> round trip of its first probe
-        self._nagle: deque[bool] = deque(maxlen=4)
+        self._nagle: deque[float] = deque(maxlen=NAGLE_WINDOW)  # held bursts' slowest trip
         self._last_return: float | None = None
         self._started: float | None = None
         self.sent = 0
@@ -80,15 +81,18 @@ class WayBack:
             if len(self._first) > 8:
                 del self._first[min(self._first)]
         elif index == BURST - 1 and burst in self._first:
-            self._nagle.append(trip - self._first.pop(burst) > NAGLE_GAP_S)
+            held = trip - self._first.pop(burst) > NAGLE_GAP_S
+            self._nagle.append(trip if held else 0.0)
 
     def margin_s(self) -> float:
-        """Time to keep in hand for an answer to get through the broker."""
-        return max(self._trips) if self._trips else self._initial_s
+        """Time to keep in hand for an answer to get through the broker: the slowest recent
+        round trip, and while the broker holds small messages back, the longest hold."""
+        slowest = max(self._trips) if self._trips else self._initial_s
+        return max(slowest, *self._nagle) if self._nagle else slowest
 
     @property
     def nagle_suspected(self) -> bool:
-        return sum(self._nagle) >= NAGLE_BURSTS
+        return any(self._nagle)
 
     def lost(self, now: float) -> bool:
         """No probe has come back for a while (e.g. the broker's ACL refuses the topic)."""
