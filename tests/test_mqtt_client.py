@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from edged.config import MqttConfig
 from edged.mqtt import MqttClient
-from edged.types import Inbound
+from edged.types import Inbound, Outbound
 from tests.support.broker import Broker
 from tests.support.probe import Probe
 
@@ -108,3 +109,60 @@ def test_without_a_persistent_session_nothing_is_held(broker: Broker) -> None:
         client.stop()
     finally:
         probe.close()
+
+
+@pytest.mark.integration
+def test_publishes_beyond_the_brokers_receive_maximum_wait_their_turn(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    tight = Broker(tmp_path / "b", extra=["max_inflight_messages 2"])  # Receive Maximum 2
+    tight.start()
+    probe = Probe(tight.port)
+    try:
+        probe.subscribe("out/#")
+        topic, name = names("recvmax")
+        client, _ = connected(tight.port, name, topic)
+        for i in range(200):
+            client.publish(Outbound(f"out/{i}", b"x", qos=1))
+        got = probe.collect(200, timeout=15)
+        assert client.flush(5.0)
+        client.stop()
+    finally:
+        probe.close()
+        tight.stop()
+    assert sorted(int(m.topic.split("/")[1]) for m in got) == list(range(200))
+    broker_log = tight.log.read_text() if tight.log.exists() else ""
+    assert "Receive maximum exceeded" not in broker_log
+
+
+@pytest.mark.integration
+def test_a_qos2_publish_arrives_exactly_once(broker: Broker) -> None:
+    probe = Probe(broker.port)
+    try:
+        probe.subscribe("exactly/#", qos=2)
+        topic, name = names("qos2out")
+        client, _ = connected(broker.port, name, topic)
+        for i in range(20):
+            client.publish(Outbound(f"exactly/{i}", b"once", qos=2))
+        got = probe.collect(20, timeout=10)
+        assert client.flush(5.0)  # PUBREC, PUBREL, PUBCOMP all done
+        client.stop()
+        with pytest.raises(TimeoutError):
+            probe.next(timeout=0.5, topic="exactly/0")
+    finally:
+        probe.close()
+    assert sorted(m.topic for m in got) == sorted(f"exactly/{i}" for i in range(20))
+
+
+@pytest.mark.integration
+def test_the_probes_time_the_way_back_and_never_reach_edged(broker: Broker) -> None:
+    topic, name = names("probe")
+    client, inbox = connected(broker.port, name, topic)
+    deadline = time.monotonic() + 5
+    while client.wayback.returned < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    way_back = client.snapshot()["way_back"]
+    client.stop()
+    assert way_back["probes_returned"] >= 3
+    assert 0 < way_back["margin_ms"] < 100
+    assert not way_back["broker_nagle_suspected"]  # the test broker sets set_tcp_nodelay
+    assert inbox.messages == []

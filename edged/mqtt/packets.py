@@ -268,12 +268,55 @@ def _properties(buf: memoryview, pos: int, end: int, kind: int) -> tuple[dict[in
     return props, stop
 
 
+_PublishProperties = tuple[int, "str | None", "bytes | None", "int | None", "int | None",
+                           tuple[tuple[str, str], ...]]
+
+
+def _publish_properties(buf: memoryview, pos: int, end: int) -> _PublishProperties:
+    """A PUBLISH's properties -> (position after them, response topic, correlation data,
+    expiry, topic alias, user properties). A request's usual few are read inline; anything
+    else (or anything wrong) goes through ``_properties`` for the full checks."""
+    start, length = pos, buf[pos]
+    if length < 0x80:
+        pos += 1
+    else:
+        length, pos = _varint(buf, pos, end)
+    stop = pos + length
+    response_topic = correlation = expiry = None
+    user: list[tuple[str, str]] = []
+    while pos < stop <= end:
+        ident = buf[pos]
+        if ident == 0x09 and correlation is None:
+            field_end = _field(buf, pos + 1, stop)
+            correlation, pos = bytes(buf[pos + 3:field_end]), field_end
+        elif ident == 0x08 and response_topic is None:
+            field_end = _field(buf, pos + 1, stop)
+            response_topic, pos = _utf8(buf, pos + 3, field_end), field_end
+        elif ident == 0x26:
+            key_end = _field(buf, pos + 1, stop)
+            field_end = _field(buf, key_end, stop)
+            user.append((_utf8(buf, pos + 3, key_end), _utf8(buf, key_end + 2, field_end)))
+            pos = field_end
+        elif ident == 0x02 and expiry is None and pos + 5 <= stop:
+            expiry, pos = int.from_bytes(buf[pos + 1:pos + 5], "big"), pos + 5
+        else:
+            break
+    else:
+        if pos == stop:
+            return stop, response_topic, correlation, expiry, None, tuple(user)
+    props, pos = _properties(buf, start, end, PUBLISH)
+    return (pos, props.get(0x08), props.get(0x09), props.get(0x02), props.get(0x23),
+            tuple(props.get(0x26, ())))
+
+
 class Decoder:
     """Incremental: bytes in any chunking -> complete packets, in order.
 
     A packet split across reads is held as references to the reads (copies of them when the
-    caller's buffer is mutable); its header is parsed once, and its payload is copied once,
-    straight from those pieces, when the last piece arrives.
+    caller's buffer is mutable, so feed ``bytes`` from ``recv`` for the one-copy path); its
+    header is parsed once, and its payload is copied once, straight from those pieces, when
+    the last piece arrives. After ``MalformedPacket`` the stream is lost: close the
+    connection and start a new Decoder with the next one.
     """
 
     __slots__ = ("_have", "_max", "_need", "_parts", "_v5")
@@ -407,12 +450,8 @@ class Decoder:
             if buf[pos] == 0:  # the common case: no properties
                 pos += 1
             else:
-                props, pos = _properties(buf, pos, end, PUBLISH)
-                response_topic = props.get(0x08)
-                correlation = props.get(0x09)
-                expiry = props.get(0x02)
-                alias = props.get(0x23)
-                user = tuple(props.get(0x26, ()))
+                pos, response_topic, correlation, expiry, alias, user = _publish_properties(
+                    buf, pos, end)
             if not topic and alias is None:
                 raise MalformedPacket("PUBLISH with an empty topic and no topic alias")
         elif not topic:

@@ -71,9 +71,9 @@ class Probe:
             )
             self._cond.notify_all()
 
-    def subscribe(self, *filters: str) -> None:
+    def subscribe(self, *filters: str, qos: int = 1) -> None:
         for f in filters:
-            result, _ = self.client.subscribe(f, qos=1)
+            result, _ = self.client.subscribe(f, qos=qos)
             assert result == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.2)  # let the SUBACKs arrive before anything is published
 
