@@ -14,6 +14,12 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
 fi
+if ! command -v tmux >/dev/null 2>&1; then
+    # tests/test_top.py runs `edged top` in a terminal the way a person does: under tmux.
+    echo "setup: installing tmux" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+fi
 if ! "$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1; then
     echo "setup: installing python3-venv" >&2
     as_root apt-get update -qq
