@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-c", "--config", type=Path, default=None,
                      help="also try the delegate libraries this configuration names")
     sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for name, text in (
+        ("schema", "print the configuration's JSON Schema (for editors and validators)"),
+        ("config-doc", "print the configuration reference (Markdown) with every key"),
+    ):
+        commands.add_parser(name, help=text, description=text)
     return parser
 
 
@@ -56,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.config, args.runtime)
         if args.command == "devices":
             return list_devices(args.config, args.json)
+        if args.command in ("schema", "config-doc"):
+            return print_generated(args.command)
         return run(args.config, args.runtime)
     except ConfigError as exc:
         print(f"edged: {exc}", file=sys.stderr)
@@ -102,6 +109,15 @@ def list_devices(config: Path | None, as_json: bool) -> int:
         print(json.dumps(found.as_dict(), indent=2))
     else:
         print("\n".join(found.lines()))
+    return EX_OK
+
+
+def print_generated(command: str) -> int:
+    # Imported here: the daemon itself never needs them.
+    from edged.config.reference import reference_markdown
+    from edged.config.schema import schema_text
+
+    sys.stdout.write(schema_text() if command == "schema" else reference_markdown())
     return EX_OK
 
 
