@@ -8,6 +8,7 @@ and stats topics over the broker, with the daemon's own connection settings.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import select
@@ -102,7 +103,10 @@ def _loop(view: BoxView, watcher: Watcher, every: float, out: TextIO, keys: Text
 
 
 def _draw(out: TextIO, lines: list[str]) -> None:
-    width, height = shutil.get_terminal_size((120, 40))
+    try:  # the terminal's own size, as htop takes it (not $COLUMNS, which may be stale)
+        width, height = os.get_terminal_size(out.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        width, height = shutil.get_terminal_size((120, 40))
     shown = [line[:width] for line in lines[:height - 1]]
     hint = "q: quit"
     # Home, each line then clear to its end, clear below: no flicker from a full clear.
