@@ -51,6 +51,9 @@ def status(settings: Settings, device: str | None, timeout: float | None,
     wait = timeout if timeout is not None else (every + 2.0 if every else STATUS_GRACE_S)
     watcher = connect(settings, view)
     start = time.monotonic()
+    if every > 2 and sys.stderr.isatty():
+        print(f"waiting for the next stats snapshot (one every {every:g} s)...",
+              file=sys.stderr)
     try:
         while view.current is None:
             left = start + wait - time.monotonic()
