@@ -42,7 +42,10 @@ class BoxView:
         if not isinstance(body, dict) or not isinstance(body.get("routes"), dict):
             self.problems.append("a stats message without routes was ignored")
             return False
-        self.previous, self.current = self.current, body
+        restarted = self.current is not None and (
+            float(body.get("uptime_s", 0)) < float(self.current.get("uptime_s", 0)))
+        # Counters start again from zero after a restart: no rate across one.
+        self.previous, self.current = (None if restarted else self.current), body
         self.snapshots += 1
         return True
 
@@ -80,21 +83,24 @@ def route_lines(view: BoxView) -> list[RouteLine]:
     lines = []
     for name, r in view.current["routes"].items():
         old = before.get(name)
-
-        def rate(key: str, r: dict[str, Any] = r, old: Any = old) -> float | None:
-            if span is None or not isinstance(old, dict):
-                return None
-            return max(0.0, (int(r.get(key, 0)) - int(old.get(key, 0))) / span)
-
         total = r.get("total_ms") or {}
         lines.append(RouteLine(
             name, str(r.get("model", "")), int(r.get("received", 0)),
             int(r.get("succeeded", 0)), int(r.get("late", 0)),
             {str(k): int(v) for k, v in (r.get("failed") or {}).items()},
             total.get("p50"), total.get("p99"), int(r.get("queue_depth", 0)),
-            rate("received"), rate("succeeded"),
+            _per_second(r, old, "received", span), _per_second(r, old, "succeeded", span),
         ))
     return lines
+
+
+def _per_second(new: dict[str, Any], old: Any, key: str, span: float | None) -> float | None:
+    """How fast the counter ``key`` grew between two snapshots of a route. A route a reload
+    added has no old snapshot: no rate yet."""
+    if span is None or not isinstance(old, dict):
+        return None
+    grown = int(new.get(key, 0)) - int(old.get(key, 0))
+    return grown / span if grown >= 0 else None
 
 
 def clock(wall: float) -> str:

@@ -47,6 +47,13 @@ def test_rates_are_those_of_the_last_interval_by_the_daemons_clock() -> None:
     assert (line.received, line.on_time, line.late, line.queue) == (160, 58, 1, 4)
 
 
+def test_no_rates_across_a_restart_of_edged() -> None:
+    before, after = snapshot(100.0, 500, 400), snapshot(101.0, 3, 2)
+    after["uptime_s"] = 0.8
+    (line,) = route_lines(view_with(before, after))
+    assert line.in_rate is None and line.received == 3
+
+
 def test_one_snapshot_has_no_rates_yet() -> None:
     view = view_with(snapshot(100.0, 10, 8))
     (line,) = route_lines(view)
