@@ -7,6 +7,7 @@ its description, rendered from the JSON Schema (edged.config.schema) so the two 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,13 +53,12 @@ def reference_markdown() -> str:
     """The whole reference document."""
     schema = json_schema()
     parts = [INTRO]
-    for section in _sections(schema, Section("", schema, None), schema):
+    for section in _sections(schema, Section("", schema, None)):
         parts.append(_render(section, schema))
     return "\n".join(parts)
 
 
-def _sections(root: dict[str, Any], section: Section, schema: dict[str, Any]
-              ) -> Iterator[Section]:
+def _sections(root: dict[str, Any], section: Section) -> Iterator[Section]:
     """``section`` and then, depth first, every object nested in it."""
     yield section
     for key, prop in section.schema.get("properties", {}).items():
@@ -67,7 +67,7 @@ def _sections(root: dict[str, Any], section: Section, schema: dict[str, Any]
         target, suffix = _object_in(prop, root)
         if target is not None:
             section_of = Section(path + suffix, target, applies, prop.get("description", ""))
-            yield from _sections(root, section_of, schema)
+            yield from _sections(root, section_of)
 
 
 def _object_in(prop: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -111,10 +111,20 @@ def _render(section: Section, root: dict[str, Any]) -> str:
     required = set(section.schema.get("required", ()))
     for key, prop in section.schema.get("properties", {}).items():
         applies = section.applies or _applies(key)
-        cells = (f"`{key}`", _type_of(prop, root), _default_of(key, prop, required),
+        kind = _type_of(prop, root)
+        target, suffix = _object_in(prop, root)
+        if target is not None:  # point at the section's own table
+            inner = f"{section.path}.{key}{suffix}" if section.path else f"{key}{suffix}"
+            kind += f", see [`{inner}`](#{_anchor(inner)})"
+        cells = (f"`{key}`", kind, _default_of(key, prop, required),
                  applies, _one_line(prop.get("description", "")))
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _anchor(path: str) -> str:
+    """The id GitHub gives the heading `` `path` ``."""
+    return re.sub(r"[^a-z0-9 _-]", "", path.lower()).replace(" ", "-")
 
 
 def _type_of(prop: dict[str, Any], root: dict[str, Any]) -> str:
@@ -126,7 +136,7 @@ def _type_of(prop: dict[str, Any], root: dict[str, Any]) -> str:
 
 def _one_type(prop: dict[str, Any], root: dict[str, Any]) -> str:
     if "$ref" in prop:
-        return f"section `{_deref(prop['$ref'], root).get('title', 'object')}`"
+        return "section"
     if "enum" in prop:
         return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in prop["enum"])
     kind = prop.get("type", "any")
