@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,7 @@ class Terminal:
 
     def start(self, command: list[str]) -> None:
         done = self.run("new-session", "-d", "-s", "top", "-x", "160", "-y", "45",
-                        "-c", str(REPO), " ".join(command))
+                        "-c", str(REPO), shlex.join(command))
         assert done.returncode == 0, done.stderr
 
     def screen(self) -> list[str]:
