@@ -189,6 +189,18 @@ def test_a_typo_fails_the_schema_at_the_key_path_check_names(
     assert check_errors(tmp_path, data) == {expected}
 
 
+def test_edged_check_itself_names_the_path_the_schema_fails_at(tmp_path: Path) -> None:
+    data = renamed(renamed(example(), ("routes", 0, "queue_size"), "queue_sise"),
+                   ("mqtt", "keepalive_s"), "keepalive")
+    config = tmp_path / "edged.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = subprocess.run([sys.executable, "-m", "edged", "check", "--config", str(config)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 78, done.stderr
+    named = set(re.findall(r"^  - (\S+) \(line \d+\): unknown key", done.stderr, re.M))
+    assert named == schema_errors(data) == {"routes[0].queue_sise", "mqtt.keepalive"}
+
+
 def test_a_typo_inside_an_optional_section_fails_both_at_its_key(tmp_path: Path) -> None:
     data = example()
     data["mqtt"]["tls"] = {"ca_fle": "/etc/edged/ca.pem"}

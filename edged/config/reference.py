@@ -143,7 +143,8 @@ def _one_type(prop: dict[str, Any], root: dict[str, Any]) -> str:
     kind = " or ".join(kind) if isinstance(kind, list) else kind
     if kind == "array":
         items = prop.get("items", {})
-        text = f"list of {_one_type(items, root) if items else 'any'}"
+        inner = "sections" if "$ref" in items else _one_type(items, root) if items else "any"
+        text = f"list of {inner}"
         return text + _bounds(prop, "minItems", "maxItems", " items")
     if kind == "object":
         extra = prop.get("additionalProperties")
