@@ -163,6 +163,21 @@ def test_the_example_configs_validate_against_the_schema() -> None:
         load_settings(path)  # and edged takes them too
 
 
+def test_the_example_shows_the_defaults_it_claims_to() -> None:
+    # systemd/edged.yaml: "every key below is shown with its default unless it says
+    # example"; device_id, models and routes are the examples.
+    keys = {p: s for p, s, _ in ALL_KEYS}
+    shown = {k: v for k, v in example().items() if k not in ("device_id", "models", "routes")}
+    checked = 0
+    for section, values in shown.items():
+        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+            path = f"{section}.{key}" if key else section
+            expected = keys[path]["default"]
+            assert value == expected or str(value) == str(expected), path
+            checked += 1
+    assert checked > 20
+
+
 def renamed(data: dict[str, Any], path: KeyPath, new_key: str) -> dict[str, Any]:
     """``data`` with the key at ``path`` renamed to ``new_key`` (a typo), in place."""
     parent: Any = data
