@@ -51,6 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-c", "--config", type=Path, default=None,
                      help="also try the delegate libraries this configuration names")
     sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for name, text in (
+        ("schema", "print the configuration's JSON Schema (for editors and validators)"),
+        ("config-doc", "print the configuration reference (Markdown) with every key"),
+    ):
+        commands.add_parser(name, help=text, description=text)
+    for name, text in (
+        ("status", "print a box's state, routes, workers and outbox from its stats topic"),
+        ("top", "show a box's routes, workers and outbox live, refreshed every second"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument(
+            "-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
+            help=f"the daemon's configuration: broker, credentials, topics (default: "
+                 f"{DEFAULT_CONFIG_PATH})",
+        )
+        sub.add_argument("--device", default=None,
+                         help="the box's device_id (default: the configuration's)")
+        if name == "status":
+            sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+            sub.add_argument("--timeout", type=float, default=None,
+                             help="seconds to wait for a stats snapshot (default: the "
+                                  "configuration's stats_interval_s and 2)")
     return parser
 
 
@@ -61,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.config, args.runtime, broker=not args.no_broker)
         if args.command == "devices":
             return list_devices(args.config, args.json)
+        if args.command in ("schema", "config-doc"):
+            return print_generated(args.command)
+        if args.command in ("status", "top"):
+            return watch(args)
         return run(args.config, args.runtime)
     except ConfigError as exc:
         print(f"edged: {exc}", file=sys.stderr)
@@ -117,6 +143,27 @@ def list_devices(config: Path | None, as_json: bool) -> int:
         print(json.dumps(found.as_dict(), indent=2))
     else:
         print("\n".join(found.lines()))
+    return EX_OK
+
+
+def watch(args: argparse.Namespace) -> int:
+    from edged import console  # the daemon itself never needs it
+
+    settings = load_settings(args.config)
+    logs.configure("warning", "console")  # the report is on stdout; warnings on stderr
+    if args.command == "top":
+        console.top(settings, args.device)
+        return EX_OK
+    up = console.status(settings, args.device, args.timeout, args.json)
+    return EX_OK if up else EX_FAILURE
+
+
+def print_generated(command: str) -> int:
+    # Imported here: the daemon itself never needs them.
+    from edged.config.reference import reference_markdown
+    from edged.config.schema import schema_text
+
+    sys.stdout.write(schema_text() if command == "schema" else reference_markdown())
     return EX_OK
 
 

@@ -48,3 +48,7 @@ class ModelExecutionError(MessageError):
     """The interpreter failed while running a message."""
 
     reason = "model_error"
+
+
+class BrokerError(EdgedError):
+    """The broker could not be reached, or refused the connection (``edged status``/``top``)."""

@@ -9,12 +9,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.config import ModelConfig, Settings, load_settings
+from edged.config import RESTART_ONLY, ModelConfig, Settings, load_settings
 from edged.runtime import Backend, LoadedModel, load_model
 
-# Sections whose change needs a restart: they shape the connection, its identity and topics,
-# or the outbox's store. A reload keeps the running values and says so.
-RESTART_ONLY = ("device_id", "mqtt", "outbox", "metrics")
 Fingerprint = tuple[ModelConfig, tuple[tuple[int, int] | None, ...]]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class Stats:
         self._lock = threading.Lock()
         self._routes: dict[str, RouteStats] = {}
         self._unrouted = 0
+        self._started = time.monotonic()  # created as the server is: edged's uptime
         self.queue_depth: Callable[[str], int] = lambda route: 0
         self.models: Callable[[], dict[str, Any]] = dict
 
@@ -153,4 +155,5 @@ class Stats:
                 "total_ms": {"p50": percentile(recent, 0.5), "p90": percentile(recent, 0.9),
                              "p99": percentile(recent, 0.99)},
             }
-        return {"totals": self.totals(), "routes": routes, "models": self.models()}
+        return {"uptime_s": round(time.monotonic() - self._started, 1),
+                "totals": self.totals(), "routes": routes, "models": self.models()}

@@ -14,6 +14,12 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
 fi
+if ! command -v tmux >/dev/null 2>&1; then
+    # tests/test_top.py runs `edged top` in a terminal the way a person does: under tmux.
+    echo "setup: installing tmux" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+fi
 if ! "$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1; then
     echo "setup: installing python3-venv" >&2
     as_root apt-get update -qq
@@ -51,7 +57,8 @@ if [ "${1:-}" = "legacy" ]; then
     .venv-legacy/bin/python -m pip install -q 'tflite-runtime>=2.13' 'numpy<2' \
         'paho-mqtt>=2,<3' 'Pillow>=10.1' 'pydantic>=2.6' 'pydantic-settings[yaml]>=2.3' \
         'PyYAML>=6' 'prometheus-client>=0.17' 'simplejpeg>=1.7' 'structlog>=24.1' \
-        'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'cryptography>=41'
+        'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'cryptography>=41' \
+        'jsonschema>=4.18'
     # --no-deps: edged's default runtime, ai-edge-litert, must not come along here.
     .venv-legacy/bin/python -m pip install -q --no-deps -e .
 fi

@@ -11,12 +11,19 @@ from edged.config.model import AnomalyConfig, ModelConfig
 from edged.config.mqtt import MqttConfig, TlsConfig
 from edged.config.route import IMAGE_FORMATS, InputConfig, RouteConfig, WindowConfig
 from edged.config.service import DiscoveryConfig, LoggingConfig, MetricsConfig, OutboxConfig
-from edged.config.settings import DEFAULT_CONFIG_PATH, ENV_PREFIX, Settings, load_settings
+from edged.config.settings import (
+    DEFAULT_CONFIG_PATH,
+    ENV_PREFIX,
+    RESTART_ONLY,
+    Settings,
+    load_settings,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
     "IMAGE_FORMATS",
+    "RESTART_ONLY",
     "AnomalyConfig",
     "DiscoveryConfig",
     "InputConfig",

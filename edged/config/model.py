@@ -42,7 +42,10 @@ class ModelConfig(Section):
     labels: Path | None = Field(None, description="text file with one label per line")
     workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
     num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")
-    postprocess: Literal["classification", "detection", "anomaly", "raw"] = "classification"
+    postprocess: Literal["classification", "detection", "anomaly", "raw"] = Field(
+        "classification", description="how outputs become the result: top-k labels, boxes, "
+        "an anomaly state, or the raw tensors"
+    )
     top_k: int = Field(3, ge=1, le=1000, description="labels reported by classification")
     threshold: float | None = Field(
         None, description="classification: classes scoring below it are not reported; when "
@@ -76,6 +79,8 @@ class ModelConfig(Section):
     options: dict[str, str] = Field(
         default_factory=dict, max_length=64,
         description="key/value strings passed to the delegate's create function",
+        # Numbers and booleans are accepted and passed on as text (_options_as_text).
+        json_schema_extra={"additionalProperties": {"type": ["string", "number", "boolean"]}},
     )
     fallback_model: Path | None = Field(
         None, description="CPU variant of the same model, served when the accelerator is "

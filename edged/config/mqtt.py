@@ -25,15 +25,21 @@ class TlsConfig(Section):
 
 class MqttConfig(Section):
     host: str = Field("127.0.0.1", description="broker host name or address")
-    port: int = Field(1883, ge=1, le=65535)
-    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT protocol version",
+        # YAML reads `protocol: 5` as a number, which _protocol_as_text accepts.
+        json_schema_extra={"type": ["string", "integer"], "enum": ["5", "3.1.1", 5]},
+    )
     client_id: str | None = Field(None, description="default: edged-{device_id}")
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    username: str | None = None
+    keepalive_s: int = Field(
+        30, ge=5, le=3600, description="MQTT keep-alive: the longest silence before a ping"
+    )
+    username: str | None = Field(None, description="broker user name; unset: anonymous")
     password_file: Path | None = Field(None, description="file whose first line is the password")
-    tls: TlsConfig | None = None
+    tls: TlsConfig | None = Field(None, description="connect with TLS; unset: plain TCP")
     topic_prefix: str = Field("edged", description="status, stats and errors live under it")
-    subscribe_qos: int = Field(1, ge=0, le=2)
+    subscribe_qos: int = Field(1, ge=0, le=2, description="QoS of the routes' subscriptions")
     reconnect_min_s: float = Field(0.5, gt=0, le=60, description="first reconnect wait")
     reconnect_max_s: float = Field(
         30.0, gt=0, le=3600, description="the reconnect wait doubles (with jitter) up to this"

@@ -22,7 +22,9 @@ class InputConfig(Section):
         "raw", description="image: JPEG or PNG, told apart by their first bytes"
     )
     field: str = Field("data", description="json: the key holding the array in an object")
-    max_payload_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    max_payload_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="larger payloads are refused as bad_input"
+    )
     base64_field: str | None = Field(
         None, min_length=1, description="jpeg/png/image: the payload is a JSON object "
         "holding the image as base64 (or a data: URL) under this key"
@@ -35,7 +37,10 @@ class InputConfig(Section):
         (0.0,), min_length=1, max_length=3,
         description="model input = (pixel/255 - mean) / std; one value or one per channel",
     )
-    std: tuple[float, ...] = Field((1.0,), min_length=1, max_length=3)
+    std: tuple[float, ...] = Field(
+        (1.0,), min_length=1, max_length=3,
+        description="see mean; one positive value or one per channel",
+    )
     max_pixels: int = Field(
         40_000_000, ge=1, le=1_000_000_000,
         description="frames declaring more pixels are refused before decoding",
@@ -86,16 +91,24 @@ class WindowConfig(Section):
 
 
 class RouteConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the route's name in results, stats "
+        "and {route} in topics: letters, digits, _ . -"
+    )
     subscribe: str = Field(description="MQTT filter; wildcards and $share/GROUP/ allowed")
-    model: str
+    model: str = Field(description="the name of a model under `models`")
     chain: tuple[str, ...] = Field(
         (), max_length=8, description="models run after `model`, each fed the previous one's "
         "output (e.g. a feature extractor, then a classifier); one deadline for the whole chain"
     )
-    input: InputConfig = InputConfig()
-    publish: str = Field("{prefix}/{device_id}/predictions/{route}")
-    publish_qos: int = Field(1, ge=0, le=2)
+    input: InputConfig = Field(InputConfig(), description="how payloads become model inputs")
+    publish: str = Field(
+        "{prefix}/{device_id}/predictions/{route}", description="topic template of results: "
+        "{prefix}, {device_id}, {route}, {model}, {topic}, {topic[N]}"
+    )
+    publish_qos: int = Field(
+        1, ge=0, le=2, description="QoS of results on `publish` (replies use the request's)"
+    )
     queue: Literal["fifo", "latest", "edf"] = Field(
         "fifo", description="fifo: drop the oldest when full; latest: newest per source topic; "
         "edf: earliest deadline first"
@@ -125,7 +138,10 @@ class RouteConfig(Section):
         "off: the requester alone gets them, and messages without a Response Topic go to "
         "the route's topic"
     )
-    deadline_ms: int = Field(1000, gt=0, le=24 * 3600 * 1000)
+    deadline_ms: int = Field(
+        1000, gt=0, le=24 * 3600 * 1000, description="ms from receipt within which a result "
+        "must be ready; a message may shorten it"
+    )
     window: WindowConfig | None = Field(
         None, description="build each model input from a stream of readings per topic"
     )

@@ -47,7 +47,9 @@ class OutboxConfig(Section):
 
 
 class LoggingConfig(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="the least severe level logged"
+    )
     format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a terminal, JSON lines otherwise"
     )

@@ -31,6 +31,10 @@ from edged.yamlfile import KeyPath, format_path, line_of, load_yaml_with_lines
 
 DEFAULT_CONFIG_PATH = Path("/etc/edged/edged.yaml")
 ENV_PREFIX = "EDGED_"
+# Sections whose change needs a restart: they shape the connection, its identity and topics,
+# or the outbox's store. A reload (edged.reload) keeps the running values and says so; the
+# configuration reference (edged.config.reference) marks them.
+RESTART_ONLY = ("device_id", "mqtt", "outbox", "metrics")
 
 
 class Settings(BaseSettings):
@@ -40,13 +44,22 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    device_id: str = Field(default_factory=socket.gethostname, pattern=r"^[^+#/\x00]{1,128}$")
-    mqtt: MqttConfig = MqttConfig()
-    models: dict[str, ModelConfig] = Field(default_factory=dict)
-    routes: list[RouteConfig] = Field(default_factory=list)
-    logging: LoggingConfig = LoggingConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    shutdown_timeout_s: float = Field(10.0, ge=0, le=600)
+    device_id: str = Field(
+        default_factory=socket.gethostname, pattern=r"^[^+#/\x00]{1,128}$",
+        description="this box's name in topics, results and the client id; default: the host "
+        "name; unique per box",
+    )
+    mqtt: MqttConfig = Field(MqttConfig(), description="the broker connection")
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict, description="the models, by the name routes use")
+    routes: list[RouteConfig] = Field(
+        default_factory=list, description="what to subscribe to and which model answers")
+    logging: LoggingConfig = Field(LoggingConfig(), description="log level and format")
+    metrics: MetricsConfig = Field(MetricsConfig(), description="the Prometheus endpoint")
+    shutdown_timeout_s: float = Field(
+        10.0, ge=0, le=600, description="on SIGTERM, time to finish queued work before the "
+        "rest is answered shutdown"
+    )
     stats_interval_s: float = Field(
         30.0, ge=0, le=86400, description="seconds between stats snapshots; 0 turns them off"
     )
@@ -54,8 +67,10 @@ class Settings(BaseSettings):
         5, ge=0, le=19, description="nice value of worker threads, so inference never starves "
         "the MQTT thread that reads frames and sends answers"
     )
-    outbox: OutboxConfig = OutboxConfig()
-    discovery: DiscoveryConfig = DiscoveryConfig()
+    outbox: OutboxConfig = Field(
+        OutboxConfig(), description="results kept while the broker is unreachable")
+    discovery: DiscoveryConfig = Field(
+        DiscoveryConfig(), description="Home Assistant MQTT discovery")
 
     @classmethod
     def settings_customise_sources(
