@@ -1,8 +1,8 @@
 """Reconnect delays (pure): capped exponential backoff with jitter.
 
-paho's own ``reconnect_delay_set`` doubles a fixed delay with no jitter, so a fleet of boxes
-that lost the same broker would all come back in the same instant. edged drives its own
-reconnect loop with this policy instead ("full jitter": a uniform draw below the capped
+A plain doubling of a fixed delay with no jitter (paho's ``reconnect_delay_set``) would
+bring a fleet of boxes that lost the same broker back all in the same instant. edged's
+reconnect loop uses this policy instead ("full jitter": a uniform draw below the capped
 exponential, never under a small floor so a refusing broker is not hammered).
 """
 

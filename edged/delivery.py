@@ -1,4 +1,4 @@
-"""Bookkeeping for the MQTT adapter, free of paho: which publishes the broker has not yet
+"""Bookkeeping for the MQTT transport (pure): which publishes the broker has not yet
 acknowledged, what it refused, and the connection's state changes (logged once each)."""
 
 from __future__ import annotations

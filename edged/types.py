@@ -1,6 +1,6 @@
 """Small value types shared by the components. A leaf module: it imports nothing from edged.
 
-paho's message objects never leave ``edged.mqtt``; the rest of the daemon sees these.
+The MQTT codec's packets never leave ``edged.mqtt``; the rest of the daemon sees these.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A read-only MQTT client for ``edged status`` and ``edged top``: it subscribes to one
 box's status and stats topics with the daemon's own connection settings and hands what
-arrives over as plain values. Part of the MQTT adapter: paho's types stop here.
+arrives over as plain values, over the same link and codec as the daemon.
 
 It takes a clean session of its own (a random client id, nothing kept at the broker) and
 publishes nothing, so watching a box changes nothing on it.
@@ -9,21 +9,18 @@ publishes nothing, so watching a box changes nothing on it.
 from __future__ import annotations
 
 import queue
+import select
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.reasoncodes import ReasonCode
-
-from edged import auth
 from edged.config import MqttConfig
 from edged.errors import BrokerError
-from edged.mqtt import wire
+from edged.mqtt import packets, wire
+from edged.mqtt.client import Material
+from edged.mqtt.link import Link, LinkClosed
 
 
 @dataclass(frozen=True)
@@ -44,37 +41,35 @@ class Watcher:
         self._config = config
         self._topics = list(topics)
         self._v5 = config.protocol == "5"
+        self._material = Material.load(config)
         self._heard: queue.SimpleQueue[Heard] = queue.SimpleQueue()
-        self._connected = threading.Event()
-        self._refused: str | None = None
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"edged-watch-{uuid.uuid4().hex[:12]}",
-            protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if self._v5 else True,
-        )
-        self._client.enable_logger(None)
-        if config.username is not None:
-            self._client.username_pw_set(config.username, auth.password(config))
-        if config.tls is not None:
-            self._client.tls_set_context(auth.tls_context(config.tls))
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect and subscribe. Raises BrokerError when that fails within ``timeout``."""
         cfg = self._config
+        password = self._material.password
+        connect = packets.encode_connect(
+            f"edged-watch-{uuid.uuid4().hex[:12]}", v5=self._v5, keepalive=cfg.keepalive_s,
+            clean_start=True, username=cfg.username,
+            password=password.encode() if password else None)
         try:
-            self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
-                                 clean_start=True if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY)
+            link, connack = Link.open(cfg.host, cfg.port, connect, v5=self._v5,
+                                      keepalive_s=cfg.keepalive_s, tls=self._material.tls,
+                                      timeout=timeout)
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot reach the broker at {cfg.host}:{cfg.port}: "
                               f"{wire.describe_connect_error(exc)}") from exc
-        self._client.loop_start()
-        if not self._connected.wait(timeout) or self._refused is not None:
-            self.stop()
-            why = self._refused or f"no answer within {timeout:g} s"
+        if packets.is_failure(connack.reason):
+            link.close()
+            why = packets.reason_text(connack.reason, packets.CONNACK)
             raise BrokerError(f"the broker at {cfg.host}:{cfg.port} did not let edged in: "
                               f"{why}")
+        link.send(packets.encode_subscribe(1, self._topics, 0, v5=self._v5))
+        self._thread = threading.Thread(target=self._read, args=(link,), name="watch",
+                                        daemon=True)
+        self._thread.start()
 
     def next(self, timeout: float) -> Heard | None:
         """The oldest message not yet taken, waiting up to ``timeout`` s; None if none came."""
@@ -84,17 +79,24 @@ class Watcher:
             return None
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
-                    reason: ReasonCode, properties: Any) -> None:
-        if reason.is_failure:
-            self._refused = str(reason)
-        else:
-            for topic in self._topics:
-                client.subscribe(topic, qos=0)
-        self._connected.set()
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._heard.put(Heard(msg.topic, bytes(msg.payload), bool(msg.retain), time.time()))
+    def _read(self, link: Link) -> None:
+        try:
+            while not self._stop.is_set():
+                link.flush()
+                if link.pending() or select.select([link.sock], [], [], 0.2)[0]:
+                    for packet in link.read():
+                        if isinstance(packet, packets.Publish):
+                            self._heard.put(Heard(packet.topic, packet.payload, packet.retain,
+                                                  time.time()))
+                if time.monotonic() - link.last_write >= link.keepalive_s * 0.75:
+                    link.send(packets.PINGREQ)
+            link.send(packets.encode_disconnect(v5=self._v5))
+            link.flush()
+        except LinkClosed:
+            pass  # the view goes stale; ``top`` says how old its figures are
+        finally:
+            link.close()
