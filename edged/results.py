@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """What every payload says about where it came from."""
 
@@ -48,10 +49,43 @@ class Timings:
         }
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_HEADS: dict[tuple[str, str, str, str], str] = {}
+MAX_HEADS = 4096  # (route, model, device, topic) prefixes kept; a topic flood only refills
+_SECOND: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def iso_utc(wall: float) -> str:
-    """Unix time -> ISO 8601 in UTC with milliseconds, e.g. ``2026-11-24T18:55:50.123Z``."""
-    stamp = datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds")
-    return stamp.removesuffix("+00:00") + "Z"
+    """Unix time -> ISO 8601 in UTC with milliseconds, e.g. ``2026-11-24T18:55:50.123Z``
+    (microseconds rounded, then cut to milliseconds, as ``datetime`` does). Each second is
+    formatted once: a stream of answers needs only the milliseconds."""
+    second, micros = divmod(round(wall * 1_000_000), 1_000_000)
+    if _SECOND[0] != second:
+        stamp = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND[0], _SECOND[1] = second, stamp
+    return f"{_SECOND[1]}.{micros // 1000:03d}Z"
+
+
+def _head(identity: Identity) -> str:
+    """The payload's opening, up to the receipt time: the same for every message of a
+    route and topic, so it is encoded once."""
+    key = (identity.route, identity.model, identity.device_id, identity.topic)
+    head = _HEADS.get(key)
+    if head is None:
+        if len(_HEADS) >= MAX_HEADS:
+            _HEADS.clear()
+        fields = dict(zip(("route", "model", "device_id", "topic"), key, strict=True))
+        head = _HEADS[key] = _ENCODE(fields)[:-1] + ',"received_at":"'
+    return head
+
+
+def _timings(t: Timings, deadline_ms: float) -> str:
+    # The sum is finite only when every term is: one check for what json.dumps would refuse.
+    if not math.isfinite(t.queue + t.preprocess + t.invoke + t.postprocess + t.total
+                         + deadline_ms):
+        raise ValueError("Out of range float values are not JSON compliant")
+    return (f'"timings_ms":{{"queue":{t.queue:.3f},"preprocess":{t.preprocess:.3f},'
+            f'"invoke":{t.invoke:.3f},"postprocess":{t.postprocess:.3f},"total":{t.total:.3f}}}')
 
 
 def result_payload(
@@ -61,13 +95,12 @@ def result_payload(
     deadline_ms: float,
     late: bool = False,
 ) -> bytes:
-    body: dict[str, Any] = identity.fields()
-    body["deadline_ms"] = round(deadline_ms, 3)
-    body["timings_ms"] = timings.as_dict()
-    if late:
-        body["late"] = True
-    body["result"] = result
-    return encode(body)
+    """``{route, model, device_id, topic, received_at, deadline_ms, timings_ms, [late,]
+    result}`` as compact UTF-8 JSON."""
+    late_field = ',"late":true' if late else ""
+    return (f'{_head(identity)}{iso_utc(identity.received_wall)}","deadline_ms":'
+            f'{deadline_ms:.3f},{_timings(timings, deadline_ms)}{late_field},"result":{_ENCODE(result)}}}'
+            ).encode()
 
 
 def error_payload(
@@ -87,4 +120,4 @@ def error_payload(
 
 
 def encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODE(body).encode()

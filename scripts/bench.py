@@ -118,6 +118,11 @@ def parse_args() -> argparse.Namespace:
     g.add_argument("--publish-qos", type=int, choices=[0, 1, 2],
                    help="QoS of the answer on the route's topic")
     g.add_argument("--route-deadline-ms", type=int, help="the route's deadline_ms")
+    g.add_argument("--publish-answered", action="store_const", const=True, default=None,
+                   help="also publish answered requests' results on the route's topic")
+    g.add_argument("--queue-target-ms", type=float, help="the route's queue_target_ms")
+    g.add_argument("--inline", choices=["true", "false"],
+                   help="the model's inline setting (unset: edged decides)")
     g.add_argument("--worker-niceness", type=int)
     g.add_argument("--receive-maximum", type=int, help="mqtt.receive_maximum")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -354,8 +359,9 @@ def write_out(args: argparse.Namespace, result: dict[str, Any]) -> None:
           f"set_tcp_nodelay {b.get('set_tcp_nodelay', '?')}; {args.duration:g} s per phase; "
           f"{args.receiver} receiver")
     given = {f for f in ("queue", "queue_size", "reply_margin_ms", "publish_qos",
-                         "route_deadline_ms", "worker_niceness", "receive_maximum",
-                         "log_level") if getattr(args, f) is not None}
+                         "route_deadline_ms", "publish_answered", "queue_target_ms", "inline",
+                         "worker_niceness", "receive_maximum", "log_level")
+             if getattr(args, f) is not None}
     print("edged settings (* = set by a flag, else edged's default): " + ", ".join(
         f"{k}={v}{'*' if k in given else ''}" for k, v in s.items()))
     print()

@@ -201,7 +201,8 @@ def wait_quiet(pid: int, timeout: float = 30.0, below: float = 0.05) -> float:
 
 # ---- the serving processes ----------------------------------------------------------------------
 
-ROUTE_FLAGS = ("queue", "queue_size", "reply_margin_ms", "publish_qos", "route_deadline_ms")
+ROUTE_FLAGS = ("queue", "queue_size", "reply_margin_ms", "publish_qos", "route_deadline_ms",
+               "publish_answered", "queue_target_ms")
 
 
 def edged_config(port: int, topic: str, model: Path, args: argparse.Namespace,
@@ -219,6 +220,8 @@ def edged_config(port: int, topic: str, model: Path, args: argparse.Namespace,
     if accel is not None:
         model_cfg.update(delegate="external", library=str(accel.library),
                          options=accel.options)
+    if args.inline is not None:
+        model_cfg["inline"] = args.inline == "true"
     mqtt: dict[str, Any] = {"host": "127.0.0.1", "port": port, "protocol": "5"}
     if args.receive_maximum is not None:
         mqtt["receive_maximum"] = args.receive_maximum
@@ -242,6 +245,8 @@ def effective_settings(path: Path) -> dict[str, Any]:
         "queue": route.queue, "queue_size": route.queue_size,
         "reply_margin_ms": route.reply_margin_ms, "route_deadline_ms": route.deadline_ms,
         "publish": route.publish, "publish_qos": route.publish_qos,
+        "publish_answered": route.publish_answered, "queue_target_ms": route.queue_target_ms,
+        "inline": model.inline,
         "on_late": route.on_late, "worker_niceness": settings.worker_niceness,
         "receive_maximum": settings.mqtt.receive_maximum, "workers": model.workers,
         "delegate": model.delegate, "stats_interval_s": settings.stats_interval_s,

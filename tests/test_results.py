@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edged.results import Identity, Timings, error_payload, iso_utc, result_payload
 
@@ -104,3 +107,24 @@ def test_nan_in_a_result_raises_instead_of_writing_invalid_json(bad: float) -> N
         result_payload(IDENTITY, {"score": bad}, TIMINGS, 100.0)
     with pytest.raises(ValueError, match="JSON compliant"):
         result_payload(IDENTITY, {}, Timings(invoke=bad), 100.0)
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_receipt_time_is_formatted_as_datetime_formats_it(wall: float) -> None:
+    from datetime import datetime, timezone
+
+    expected = datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds")
+    assert iso_utc(wall) == expected.removesuffix("+00:00") + "Z"
+
+
+@given(st.text(min_size=1, max_size=30), st.floats(0, 1e6), st.booleans(),
+       st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=4))
+def test_result_payload_is_the_json_of_its_fields(topic: str, ms: float, late: bool,
+                                                   result: dict[str, Any]) -> None:
+    identity = Identity("cam", "digits", "box-1", topic, 1.7e9)
+    timings = Timings(ms, ms / 2, ms / 3, 0.0, ms * 2)
+    body = json.loads(result_payload(identity, result, timings, ms, late))
+    assert body == {**identity.fields(), "deadline_ms": pytest.approx(ms, abs=5e-4),
+                    "timings_ms": {k: pytest.approx(v, abs=5e-4)
+                                   for k, v in timings.as_dict().items()},
+                    **({"late": True} if late else {}), "result": result}

@@ -1,171 +1,37 @@
-"""A sans-I/O MQTT 3.1.1 and 5 packet codec for the client side: bytes in, frozen values out.
-
-Pure: no sockets, no threads, no paho. The socket loop feeds whatever ``recv`` returned to a
-``Decoder`` and writes what the ``encode_*`` functions return. Anything a server must not
-send raises ``MalformedPacket``; the caller then closes the connection (MQTT 5 section 4.13).
-"""
+"""The incremental decoder: bytes in any chunking -> the packets a server may send (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-__all__ = [
-    "AUTH", "CONNACK", "DISCONNECT", "PINGREQ", "PINGRESP", "PUBACK", "PUBCOMP", "PUBLISH",
-    "PUBREC", "PUBREL", "SUBACK", "UNSUBACK", "Ack", "ConnAck", "Decoder", "Disconnect",
-    "MalformedPacket", "Packet", "PingResp", "Publish", "SubAck", "encode_ack",
-    "encode_connect", "encode_disconnect", "encode_publish", "encode_subscribe",
-    "encode_unsubscribe", "is_failure", "reason_text",
-]
-
-
-class MalformedPacket(ValueError):
-    """The peer broke the protocol: the connection must be closed."""
-
-
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ_TYPE, PINGRESP, DISCONNECT, AUTH = (
-    8, 9, 10, 11, 12, 13, 14, 15)
-MAX_REMAINING = 268_435_455
-PINGREQ: bytes = b"\xc0\x00"
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """An application message from the server."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool = False
-    dup: bool = False
-    mid: int = 0
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    user_properties: tuple[tuple[str, str], ...] = ()
-    expiry_interval_s: int | None = None
-    topic_alias: int | None = None
-    """Range-checked (1..65535) only: the topic is "" when an alias stands in for it."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnAck:
-    """The server's answer to CONNECT; 3.1.1 return codes are mapped to MQTT 5 reasons."""
-
-    session_present: bool
-    reason: int
-    receive_maximum: int = 65535
-    maximum_qos: int = 2
-    retain_available: bool = True
-    maximum_packet_size: int | None = None
-    assigned_client_id: str | None = None
-    server_keep_alive: int | None = None
-    reason_string: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """PUBACK, PUBREC, PUBREL or PUBCOMP (``kind``)."""
-
-    kind: int
-    mid: int
-    reason: int = 0
-    reason_string: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SubAck:
-    """SUBACK or UNSUBACK (``kind``); a 3.1.1 UNSUBACK has no reasons."""
-
-    kind: int
-    mid: int
-    reasons: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PingResp:
-    """PINGRESP."""
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    """A DISCONNECT from the server (MQTT 5 only)."""
-
-    reason: int = 0
-    reason_string: str | None = None
-
-
-Packet = Union[Publish, ConnAck, Ack, SubAck, PingResp, Disconnect]
-
-# Reason codes, their names (paho's wording, which is the spec's) and the packets that may carry
-# them (MQTT 5 section 2.4). The decoder refuses a code its packet may not carry.
-_REASONS: dict[int, tuple[tuple[str, tuple[int, ...]], ...]] = {
-    0x00: (("Success", (CONNACK, PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK, AUTH)),
-           ("Normal disconnection", (DISCONNECT,)), ("Granted QoS 0", (SUBACK,))),
-    0x01: (("Granted QoS 1", (SUBACK,)),),
-    0x02: (("Granted QoS 2", (SUBACK,)),),
-    0x04: (("Disconnect with will message", (DISCONNECT,)),),
-    0x10: (("No matching subscribers", (PUBACK, PUBREC)),),
-    0x11: (("No subscription found", (UNSUBACK,)),),
-    0x18: (("Continue authentication", (AUTH,)),),
-    0x19: (("Re-authenticate", (AUTH,)),),
-    0x80: (("Unspecified error", (CONNACK, PUBACK, PUBREC, SUBACK, UNSUBACK, DISCONNECT)),),
-    0x81: (("Malformed packet", (CONNACK, DISCONNECT)),),
-    0x82: (("Protocol error", (CONNACK, DISCONNECT)),),
-    0x83: (("Implementation specific error",
-            (CONNACK, PUBACK, PUBREC, SUBACK, UNSUBACK, DISCONNECT)),),
-    0x84: (("Unsupported protocol version", (CONNACK,)),),
-    0x85: (("Client identifier not valid", (CONNACK,)),),
-    0x86: (("Bad user name or password", (CONNACK,)),),
-    0x87: (("Not authorized", (CONNACK, PUBACK, PUBREC, SUBACK, UNSUBACK, DISCONNECT)),),
-    0x88: (("Server unavailable", (CONNACK,)),),
-    0x89: (("Server busy", (CONNACK, DISCONNECT)),),
-    0x8A: (("Banned", (CONNACK,)),),
-    0x8B: (("Server shutting down", (DISCONNECT,)),),
-    0x8C: (("Bad authentication method", (CONNACK, DISCONNECT)),),
-    0x8D: (("Keep alive timeout", (DISCONNECT,)),),
-    0x8E: (("Session taken over", (DISCONNECT,)),),
-    0x8F: (("Topic filter invalid", (SUBACK, UNSUBACK, DISCONNECT)),),
-    0x90: (("Topic name invalid", (CONNACK, PUBACK, PUBREC, DISCONNECT)),),
-    0x91: (("Packet identifier in use", (PUBACK, PUBREC, SUBACK, UNSUBACK)),),
-    0x92: (("Packet identifier not found", (PUBREL, PUBCOMP)),),
-    0x93: (("Receive maximum exceeded", (DISCONNECT,)),),
-    0x94: (("Topic alias invalid", (DISCONNECT,)),),
-    0x95: (("Packet too large", (CONNACK, DISCONNECT)),),
-    0x96: (("Message rate too high", (DISCONNECT,)),),
-    0x97: (("Quota exceeded", (CONNACK, PUBACK, PUBREC, SUBACK, DISCONNECT)),),
-    0x98: (("Administrative action", (DISCONNECT,)),),
-    0x99: (("Payload format invalid", (CONNACK, PUBACK, PUBREC, DISCONNECT)),),
-    0x9A: (("Retain not supported", (CONNACK, DISCONNECT)),),
-    0x9B: (("QoS not supported", (CONNACK, DISCONNECT)),),
-    0x9C: (("Use another server", (CONNACK, DISCONNECT)),),
-    0x9D: (("Server moved", (CONNACK, DISCONNECT)),),
-    0x9E: (("Shared subscription not supported", (SUBACK, DISCONNECT)),),
-    0x9F: (("Connection rate exceeded", (CONNACK, DISCONNECT)),),
-    0xA0: (("Maximum connect time", (DISCONNECT,)),),
-    0xA1: (("Subscription identifiers not supported", (SUBACK, DISCONNECT)),),
-    0xA2: (("Wildcard subscription not supported", (SUBACK, DISCONNECT)),),
-}
-_VALID = {kind: frozenset(code for code, names in _REASONS.items()
-                          for _, kinds in names if kind in kinds) for kind in range(16)}
-_V3_CONNACK = (0, 0x84, 0x85, 0x88, 0x86, 0x87)
-_V3_SUBACK = frozenset((0, 1, 2, 0x80))
-
-
-def reason_text(reason: int, packet: int) -> str:
-    """The name of a reason code as carried by ``packet`` (e.g. 135 -> "Not authorized")."""
-    names = _REASONS.get(reason, ())
-    for name, kinds in names:
-        if packet in kinds:
-            return name
-    return names[0][0] if names else f"Unknown reason code 0x{reason:02x}"
-
-
-def is_failure(reason: int) -> bool:
-    """Reason codes from 0x80 up report a failure."""
-    return reason >= 0x80
-
+from edged.mqtt.packets.reasons import _V3_CONNACK, _V3_SUBACK, _VALID
+from edged.mqtt.packets.values import (
+    AUTH,
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    MAX_REMAINING,
+    PINGREQ_TYPE,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBACK,
+    SUBSCRIBE,
+    UNSUBACK,
+    UNSUBSCRIBE,
+    Ack,
+    ConnAck,
+    Disconnect,
+    MalformedPacket,
+    Packet,
+    PingResp,
+    Publish,
+    SubAck,
+)
 
 # Property identifiers and their wire types (MQTT 5 section 2.2.2.2).
 _BYTE, _U16, _U32, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
@@ -550,184 +416,3 @@ def _fixed_len(pkt: memoryview) -> int:
     while pkt[i] & 0x80:
         i += 1
     return i + 1
-
-
-# --- encoders -------------------------------------------------------------------------------
-
-_ONE = tuple(bytes((i,)) for i in range(256))  # one-byte values, built once
-_NO_PROPERTIES = b"\x00"
-
-
-def _length(n: int) -> bytes:
-    """A Variable Byte Integer."""
-    if n < 128:
-        return _ONE[n]
-    if n > MAX_REMAINING:
-        raise ValueError(f"packet too large: remaining length {n}")
-    out = bytearray()
-    while n:
-        n, digit = divmod(n, 128)
-        out.append(digit | 0x80 if n else digit)
-    return bytes(out)
-
-
-def _str16(text: str | bytes, what: str) -> bytes:
-    raw = text.encode() if isinstance(text, str) else bytes(text)
-    if len(raw) > 65535:
-        raise ValueError(f"{what} is over 65535 bytes")
-    if isinstance(text, str) and "\x00" in text:
-        raise ValueError(f"{what} contains U+0000")
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _topic_name(topic: str) -> bytes:
-    if not topic or "+" in topic or "#" in topic:
-        raise ValueError(f"invalid topic name {topic!r}: empty or with a wildcard")
-    return _str16(topic, "topic")
-
-
-def _mid(mid: int) -> bytes:
-    if not 0 < mid <= 65535:
-        raise ValueError(f"packet identifier {mid} not in 1..65535")
-    return mid.to_bytes(2, "big")
-
-
-def _packet(first: int, *body: bytes | bytearray | memoryview) -> bytes:
-    size = sum(len(b) for b in body)
-    return b"".join((_ONE[first], _length(size), *body))
-
-
-def _props_block(body: bytes) -> bytes:
-    return _length(len(body)) + body if body else _NO_PROPERTIES
-
-
-def encode_publish(topic: str, payload: bytes | bytearray | memoryview, *, v5: bool, qos: int = 0,
-                   mid: int = 0, retain: bool = False, dup: bool = False,
-                   correlation_data: bytes | None = None,
-                   user_properties: Sequence[tuple[str, str]] = (),
-                   response_topic: str | None = None,
-                   expiry_interval_s: int | None = None) -> bytes:
-    """A PUBLISH packet. ``mid`` is required (1..65535) for QoS 1 and 2, ignored at QoS 0."""
-    if qos not in (0, 1, 2):
-        raise ValueError(f"invalid QoS {qos}")
-    if dup and not qos:
-        raise ValueError("DUP must not be set at QoS 0")
-    parts: list[bytes | bytearray | memoryview] = [_topic_name(topic)]
-    if qos:
-        parts.append(_mid(mid))
-    if v5:
-        props: list[bytes] = []  # in identifier order, as paho and mosquitto write them
-        if expiry_interval_s is not None:
-            if not 0 <= expiry_interval_s <= 0xFFFFFFFF:
-                raise ValueError(f"expiry interval {expiry_interval_s} out of range")
-            props += (b"\x02", expiry_interval_s.to_bytes(4, "big"))
-        if response_topic is not None:
-            props += (b"\x08", _topic_name(response_topic))
-        if correlation_data is not None:
-            props += (b"\x09", _str16(correlation_data, "correlation data"))
-        for key, value in user_properties:
-            props += (b"\x26", _str16(key, "user property"), _str16(value, "user property"))
-        parts.append(_props_block(b"".join(props)))
-    parts.append(payload)
-    return _packet(0x30 | dup << 3 | qos << 1 | retain, *parts)
-
-
-def encode_ack(kind: int, mid: int, *, v5: bool, reason: int = 0) -> bytes:
-    """PUBACK, PUBREC, PUBREL or PUBCOMP; MQTT 5 omits a reason of 0."""
-    if kind not in (PUBACK, PUBREC, PUBREL, PUBCOMP):
-        raise ValueError(f"packet type {kind} is not an acknowledgement")
-    first = _ONE[kind << 4 | (2 if kind == PUBREL else 0)]
-    if not reason:
-        return first + b"\x02" + _mid(mid)
-    if not v5 or reason not in _VALID[kind]:
-        raise ValueError(f"reason code {reason} cannot be sent in packet type {kind}")
-    return first + b"\x03" + _mid(mid) + _ONE[reason]
-
-
-def _filter(text: str) -> bytes:
-    levels = text.split("/")
-    for i, level in enumerate(levels):
-        if ("#" in level and (level != "#" or i != len(levels) - 1)) or (
-                "+" in level and level != "+"):
-            raise ValueError(f"invalid topic filter {text!r}")
-    if not text:
-        raise ValueError("empty topic filter")
-    return _str16(text, "topic filter")
-
-
-def encode_subscribe(mid: int, filters: Sequence[str], qos: int, *, v5: bool) -> bytes:
-    """SUBSCRIBE to each filter at ``qos`` (MQTT 5 options: no local, retain handling 0)."""
-    if not filters or qos not in (0, 1, 2):
-        raise ValueError("SUBSCRIBE needs at least one filter and a QoS of 0, 1 or 2")
-    option = _ONE[qos]
-    body = [_mid(mid)] + ([_NO_PROPERTIES] if v5 else [])
-    for text in filters:
-        body += (_filter(text), option)
-    return _packet(0x82, *body)
-
-
-def encode_unsubscribe(mid: int, filters: Sequence[str], *, v5: bool) -> bytes:
-    """UNSUBSCRIBE from each filter."""
-    if not filters:
-        raise ValueError("UNSUBSCRIBE needs at least one filter")
-    body = [_mid(mid)] + ([_NO_PROPERTIES] if v5 else [])
-    body += (_filter(text) for text in filters)
-    return _packet(0xA2, *body)
-
-
-def encode_disconnect(*, v5: bool, reason: int = 0, session_expiry_s: int | None = None) -> bytes:
-    """DISCONNECT; on MQTT 5 with a reason and the Session Expiry Interval when given."""
-    if not v5:
-        if reason or session_expiry_s is not None:
-            raise ValueError("MQTT 3.1.1 DISCONNECT carries no reason and no properties")
-        return b"\xe0\x00"
-    if reason not in _VALID[DISCONNECT]:
-        raise ValueError(f"reason code {reason} cannot be sent in DISCONNECT")
-    if session_expiry_s is None:
-        return b"\xe0\x00" if not reason else b"\xe0\x01" + _ONE[reason]
-    if not 0 <= session_expiry_s <= 0xFFFFFFFF:
-        raise ValueError(f"session expiry {session_expiry_s} out of range")
-    expiry = b"\x11" + session_expiry_s.to_bytes(4, "big")
-    return _packet(0xE0, _ONE[reason], _props_block(expiry))
-
-
-def encode_connect(client_id: str, *, v5: bool, keepalive: int, clean_start: bool,
-                   session_expiry_s: int = 0, receive_maximum: int | None = None,
-                   username: str | None = None, password: bytes | None = None,
-                   will_topic: str | None = None, will_payload: bytes = b"",
-                   will_qos: int = 0, will_retain: bool = False) -> bytes:
-    """CONNECT. On 3.1.1, ``clean_start`` is Clean Session; on MQTT 5 the Session Expiry
-    Interval (when not 0) and Receive Maximum (when given) go in its properties."""
-    if not 0 <= keepalive <= 65535:
-        raise ValueError(f"keepalive {keepalive} not in 0..65535")
-    if not v5 and not client_id and not clean_start:
-        raise ValueError("MQTT 3.1.1: an empty client id needs a clean session")
-    if not v5 and password is not None and username is None:
-        raise ValueError("MQTT 3.1.1: a password needs a user name")
-    if will_qos not in (0, 1, 2) or (will_topic is None and (will_qos or will_retain)):
-        raise ValueError("will QoS/retain without a valid will")
-    flags = (0x02 if clean_start else 0) | (0x80 if username is not None else 0) | (
-        0x40 if password is not None else 0)
-    body = [b"\x00\x04MQTT", b"\x05" if v5 else b"\x04", b"", keepalive.to_bytes(2, "big")]
-    if v5:
-        props = b""
-        if session_expiry_s:
-            if not 0 < session_expiry_s <= 0xFFFFFFFF:
-                raise ValueError(f"session expiry {session_expiry_s} out of range")
-            props += b"\x11" + session_expiry_s.to_bytes(4, "big")
-        if receive_maximum is not None:
-            if not 0 < receive_maximum <= 65535:
-                raise ValueError(f"receive maximum {receive_maximum} not in 1..65535")
-            props += b"\x21" + receive_maximum.to_bytes(2, "big")
-        body.append(_props_block(props))
-    body.append(_str16(client_id, "client id"))
-    if will_topic is not None:
-        flags |= 0x04 | will_qos << 3 | (0x20 if will_retain else 0)
-        body += ([_NO_PROPERTIES] if v5 else []) + [
-            _topic_name(will_topic), _str16(will_payload, "will payload")]
-    if username is not None:
-        body.append(_str16(username, "user name"))
-    if password is not None:
-        body.append(_str16(password, "password"))
-    body[2] = _ONE[flags]
-    return _packet(0x10, *body)
