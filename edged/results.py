@@ -99,8 +99,8 @@ def result_payload(
     result}`` as compact UTF-8 JSON."""
     late_field = ',"late":true' if late else ""
     return (f'{_head(identity)}{iso_utc(identity.received_wall)}","deadline_ms":'
-            f'{deadline_ms:.3f},{_timings(timings, deadline_ms)}{late_field},"result":{_ENCODE(result)}}}'
-            ).encode()
+            f'{deadline_ms:.3f},{_timings(timings, deadline_ms)}{late_field},'
+            f'"result":{_ENCODE(result)}}}').encode()
 
 
 def error_payload(
