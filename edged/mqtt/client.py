@@ -33,9 +33,10 @@ import structlog
 from edged import auth
 from edged.backoff import Backoff
 from edged.config import MqttConfig, OutboxConfig
-from edged.delivery import ConnectionState, Pending, Refusals, Tracker
+from edged.delivery import ConnectionState, Refusals
 from edged.mqtt import packets, wire
 from edged.mqtt.link import Link, LinkClosed
+from edged.mqtt.outgoing import Outgoing
 from edged.mqtt.packets import Ack, ConnAck, Disconnect, PingResp, Publish, SubAck
 from edged.mqtt.wayback import WayBack
 from edged.outbox import Outbox
@@ -43,7 +44,6 @@ from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.mqtt")
 LOOP_S = 0.1  # longest sleep: how soon outbox entries, calls and timers are served
-FLUSH_WINDOW = 100  # outbox entries in flight at once, so a backlog cannot flood the broker
 CONNECT_TIMEOUT_S = 10.0
 _POLL_IN, _POLL_OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
 
@@ -86,32 +86,26 @@ class MqttClient:
         self._probe_topic = probe_topic or status_topic.rsplit("/", 1)[0] + "/probe"
         self._subscriptions = list(dict.fromkeys(subscriptions))
         self._on_message_cb = on_message
-        self.outbox = outbox if outbox is not None else Outbox(OutboxConfig())
+        self.refusals = Refusals()
+        self._out = Outgoing(self._v5, outbox if outbox is not None else Outbox(OutboxConfig()),
+                             self.refusals)
+        self.outbox = self._out.outbox
         self.announce: list[Outbound] = list(announce)
         """Published on every connect, after ``online`` (Home Assistant discovery)."""
         self.connected = threading.Event()
         self.loop_beat = time.monotonic()
         """When the MQTT thread last went round its loop (for the systemd watchdog)."""
         self.state = ConnectionState()
-        self.refusals = Refusals()
         self.wayback = WayBack()
-        self.dropped_offline = 0
         self.held_for_next_session = 0
         """QoS 1 messages left unacknowledged on shutdown for the next session."""
         self._holding = False
-        self._tracker = Tracker()
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stop = threading.Event()
         self._calls: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = (
             queue.SimpleQueue())
         self._thread: threading.Thread | None = None
-        self._link: Link | None = None
-        self._mid_lock = threading.Lock()
-        self._mid = 0
-        self._in_flight_max = 65535  # the broker's Receive Maximum, from its CONNACK
         self._qos2_in: set[int] = set()  # inbound QoS 2 ids between PUBREC and PUBREL
-        self._released: dict[int, Pending] = {}  # outbound QoS 2 between PUBREC and PUBCOMP
-        self._sub_mids: dict[int, list[str]] = {}
         self._ping_sent: float | None = None
         self._nagle_told = False
         self._probe_lost_told = False
@@ -147,7 +141,7 @@ class MqttClient:
                 self._woken = True  # no wake-up writes from now on: the pipe closes
                 os.close(self._wake_r)
                 os.close(self._wake_w)
-        self._requeue_unacked()
+        self._out.requeue_unacked()
         left = self.outbox.close()
         self.state.change("stopped", delivered_on_stop=flush, undelivered=left,
                           kept_in_spool=self.outbox.spooled,
@@ -160,16 +154,11 @@ class MqttClient:
         acknowledged, for up to ``timeout`` s; True if everything was delivered."""
         end = time.monotonic() + timeout
         while time.monotonic() < end and self.connected.is_set():
-            if self._all_delivered():
+            if self._out.all_delivered():
                 return True
             self._wake()
             time.sleep(0.02)
-        return self._all_delivered()
-
-    def _all_delivered(self) -> bool:
-        link = self._link
-        return (not len(self.outbox) and not self._tracker.outstanding()
-                and not (link is not None and link.wants_write()))
+        return self._out.all_delivered()
 
     def call_in_loop(self, fn: Callable[[], None], timeout: float = 10.0) -> bool:
         """Run ``fn`` on the MQTT thread between two batches of messages (so it never runs
@@ -188,12 +177,12 @@ class MqttClient:
         added = [f for f in new if f not in self._subscriptions]
         removed = [f for f in self._subscriptions if f not in new]
         self._subscriptions = new
-        link = self._link
+        link = self._out.link
         if link is not None and self.connected.is_set():
             if removed:
-                link.send(packets.encode_unsubscribe(self._next_mid(), removed, v5=self._v5))
+                self._out.unsubscribe(link, removed)
             if added:
-                self._subscribe(link, added)
+                self._out.subscribe(link, added, self._config.subscribe_qos)
 
     def set_announce(self, messages: Sequence[Outbound]) -> None:
         self.announce = list(messages)
@@ -203,7 +192,8 @@ class MqttClient:
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.state.summary(), "outbox": self.outbox.snapshot(),
-                "dropped_offline_qos0": self.dropped_offline, "way_back": self.wayback.snapshot(),
+                "dropped_offline_qos0": self._out.dropped_offline,
+                "way_back": self.wayback.snapshot(),
                 **self.refusals.snapshot()}
 
     def hold_input(self) -> bool:
@@ -220,7 +210,7 @@ class MqttClient:
         """How long the oldest answer not yet written has waited in edged (s); 0 while
         disconnected, when results go to the outbox instead (delivered late by design, not
         by congestion)."""
-        link = self._link
+        link = self._out.link
         return link.lag() if link is not None and self.connected.is_set() else 0.0
 
     def way_back(self) -> float:
@@ -231,48 +221,7 @@ class MqttClient:
     def publish(self, message: Outbound) -> None:
         """Send ``message``, or queue it; never blocks. QoS 0 is dropped (and counted) while
         disconnected; QoS 1 and 2 wait in the outbox."""
-        if message.qos == 0:
-            if not (self.connected.is_set() and self._send(message, None)):
-                self.dropped_offline += 1
-            return
-        if not self.connected.is_set() or len(self.outbox) or not self._send(message, None):
-            self.outbox.put(message)
-
-    def _send(self, message: Outbound, entry_id: int | None) -> bool:
-        """Encode and send ``message``; False if the broker's Receive Maximum leaves no room
-        for another QoS 1/2 message now (the caller keeps it for later)."""
-        link = self._link
-        if link is None:
-            return False
-        qos = max(message.qos, 1) if entry_id is not None else message.qos
-        mid = 0
-        if qos:
-            if self._tracker.outstanding() + len(self._released) >= self._in_flight_max:
-                return False
-            mid = self._next_mid()
-        try:
-            data = packets.encode_publish(
-                message.topic, message.payload, v5=self._v5, qos=qos, mid=mid,
-                retain=message.retain, correlation_data=message.correlation_data,
-                user_properties=message.user_properties)
-        except ValueError as exc:  # e.g. a Response Topic holding wildcards: never valid
-            log.warning("cannot publish", topic=message.topic[:200], error=str(exc))
-            if entry_id is not None:
-                self.outbox.ack(entry_id)
-            return True
-        if qos:
-            direct = message if entry_id is None else None
-            self._tracker.sent(mid, Pending(message.topic, qos, entry_id, direct))
-        link.send(data)
-        return True
-
-    def _next_mid(self) -> int:
-        with self._mid_lock:
-            for _ in range(65535):
-                self._mid = self._mid % 65535 + 1
-                if not self._tracker.has(self._mid) and self._mid not in self._released:
-                    return self._mid
-        raise RuntimeError("no MQTT packet identifier free")  # bounded by Receive Maximum
+        self._out.publish(message)
 
     def _wake(self) -> None:
         """Wake the MQTT thread if it sleeps in poll()."""
@@ -322,28 +271,21 @@ class MqttClient:
 
     def _accepted(self, link: Link, connack: ConnAck) -> None:
         self._backoff.reset()
-        self._requeue_unacked()  # a worker's publish that raced the last connection's end
         link.wake = self._wake
-        self._in_flight_max = connack.receive_maximum
         if not connack.session_present:
             self._qos2_in.clear()
         self._ping_sent = None
-        self._link = link
-        self._subscribe(link, [*self._subscriptions, self._probe_topic])
-        self._send(Outbound(self._status_topic, b"online", qos=1, retain=True), None)
+        self._out.attach(link, connack.receive_maximum)
+        self._out.subscribe(link, [*self._subscriptions, self._probe_topic],
+                            self._config.subscribe_qos)
+        self._out.send(Outbound(self._status_topic, b"online", qos=1, retain=True), None)
         for message in self.announce:  # retained each time: the consumer may have restarted
-            self._send(message, None)
+            self._out.send(message, None)
         self.connected.set()
         self.state.change("connected", host=self._config.host, port=self._config.port,
                           session_present=connack.session_present,
                           waiting_in_outbox=len(self.outbox),
                           subscriptions=self._subscriptions)
-
-    def _subscribe(self, link: Link, filters: list[str]) -> None:
-        mid = self._next_mid()
-        self._sub_mids[mid] = filters
-        link.send(packets.encode_subscribe(mid, filters, self._config.subscribe_qos,
-                                           v5=self._v5))
 
     def _serve(self, link: Link) -> None:
         poller = select.poll()
@@ -374,8 +316,8 @@ class MqttClient:
             self._lost(link, str(exc))
         finally:
             link.close()
-            if self._link is link:
-                self._link = None
+            if self._out.link is link:
+                self._out.detach()
 
     def _handle(self, link: Link, incoming: list[packets.Packet]) -> None:
         now = time.monotonic()
@@ -383,10 +325,14 @@ class MqttClient:
         for packet in incoming:
             if isinstance(packet, Publish):
                 self._on_publish(link, packet, now, wall)
+            elif isinstance(packet, Ack) and packet.kind == packets.PUBREL:
+                # the broker's QoS 2 message to edged is complete
+                self._qos2_in.discard(packet.mid)
+                link.send(packets.encode_ack(packets.PUBCOMP, packet.mid, v5=self._v5))
             elif isinstance(packet, Ack):
-                self._on_ack(link, packet)
+                self._out.on_ack(link, packet)
             elif isinstance(packet, SubAck):
-                self._on_suback(packet)
+                self._out.on_suback(packet)
             elif isinstance(packet, PingResp):
                 self._ping_sent = None
             elif isinstance(packet, Disconnect):
@@ -417,34 +363,6 @@ class MqttClient:
         except Exception:  # the network thread must survive any one message
             log.exception("error handling a message", topic=msg.topic[:200])
 
-    def _on_ack(self, link: Link, ack: Ack) -> None:
-        if ack.kind == packets.PUBREL:  # the broker's QoS 2 message to us is complete
-            self._qos2_in.discard(ack.mid)
-            link.send(packets.encode_ack(packets.PUBCOMP, ack.mid, v5=self._v5))
-            return
-        if ack.kind == packets.PUBREC and not packets.is_failure(ack.reason):
-            record = self._tracker.acked(ack.mid)
-            if record is not None:
-                self._released[ack.mid] = record
-            link.send(packets.encode_ack(packets.PUBREL, ack.mid, v5=self._v5))
-            return
-        record = (self._released.pop(ack.mid, None) if ack.kind == packets.PUBCOMP
-                  else self._tracker.acked(ack.mid))
-        if record is None:
-            return
-        if record.entry_id is not None:
-            self.outbox.ack(record.entry_id)
-        if packets.is_failure(ack.reason):
-            self.refusals.refused("publish", record.topic,
-                                  packets.reason_text(ack.reason, ack.kind))
-
-    def _on_suback(self, ack: SubAck) -> None:
-        filters = self._sub_mids.pop(ack.mid, [])
-        for topic_filter, reason in zip(filters, ack.reasons, strict=False):
-            if packets.is_failure(reason):
-                self.refusals.refused("subscribe", topic_filter,
-                                      packets.reason_text(reason, ack.kind))
-
     def _timers(self, link: Link) -> None:
         """Keep-alive, probes, the outbox: what the loop does besides messages."""
         now = time.monotonic()
@@ -456,13 +374,7 @@ class MqttClient:
             self._ping_sent = now
         if self.wayback.due(now):
             self._probe(link, now)
-        if len(self.outbox):
-            room = min(FLUSH_WINDOW - self._tracker.in_flight_entries(),
-                       self._in_flight_max - self._tracker.outstanding())
-            for entry_id, message in self.outbox.take(max(room, 0)):
-                if not self._send(message, entry_id):
-                    self.outbox.release([entry_id])
-                    break
+        self._out.flush_outbox()
 
     def _probe(self, link: Link, now: float) -> None:
         data = b"".join(packets.encode_publish(self._probe_topic, payload, v5=self._v5)
@@ -483,24 +395,11 @@ class MqttClient:
         was_connected = self.connected.is_set()
         self.connected.clear()
         self.wayback.connection_lost()
-        self._requeue_unacked()
         if was_connected and not self._stop.is_set():
             self.state.change("disconnected", why)
 
-    def _requeue_unacked(self) -> None:
-        """QoS 1/2 messages not acknowledged go out again after the reconnect (or in the
-        next session, from the spool), through the outbox: at least once, as the broker may
-        already have them."""
-        messages, entries = self._tracker.take_all()
-        entries += [r.entry_id for r in self._released.values() if r.entry_id is not None]
-        messages += [r.message for r in self._released.values() if r.message is not None]
-        self._released.clear()
-        self.outbox.release(entries)
-        for message in messages:
-            self.outbox.put(message)
-
     def _disconnect(self) -> None:
-        link = self._link
+        link = self._out.link
         if link is None:
             return
         with contextlib.suppress(LinkClosed):
