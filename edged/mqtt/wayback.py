@@ -5,8 +5,8 @@ it and write it on, and a broker that leaves Nagle's algorithm on (mosquitto's d
 ``set_tcp_nodelay false``) holds a small message until the previous one is acknowledged,
 which the receiver's delayed ACK can make 40 ms. edged cannot see the sender's side, but it
 can see its own: every few seconds it publishes a burst of small probes to a topic of its
-own and times their return through the broker. The slowest recent round trip is the time
-kept in hand for an answer (``reply_margin_ms`` unset). A burst whose first probe returns at
+own and times their return through the broker. A high percentile of the recent round trips
+is the time kept in hand for an answer (``reply_margin_ms`` unset). A burst whose first probe returns at
 once and whose later ones return tens of milliseconds later is what Nagle's algorithm on the
 broker's side looks like: edged says so, naming the fix.
 """
@@ -36,13 +36,15 @@ class Probe:
 
 
 class WayBack:
-    """Round trips of the probes: ``margin_s`` is the slowest of the last ``window``."""
+    """Round trips of the probes: ``margin_s`` is the ``quantile`` of the last ``window``."""
 
-    def __init__(self, interval_s: float = 2.0, window: int = 16,
+    def __init__(self, interval_s: float = 2.0, window: int = 60, quantile: float = 0.95,
                  initial_s: float = 0.005, lost_after_s: float = 10.0) -> None:
         self.interval_s = interval_s
+        self._quantile = quantile
         self._trips: deque[float] = deque(maxlen=window)
         self._initial_s = initial_s
+        self._margin = initial_s
         self._lost_after_s = lost_after_s
         self._burst = 0
         self._next_at = 0.0
@@ -83,12 +85,22 @@ class WayBack:
         elif index == BURST - 1 and burst in self._first:
             held = trip - self._first.pop(burst) > NAGLE_GAP_S
             self._nagle.append(trip if held else 0.0)
+        self._update()
 
     def margin_s(self) -> float:
-        """Time to keep in hand for an answer to get through the broker: the slowest recent
-        round trip, and while the broker holds small messages back, the longest hold."""
-        slowest = max(self._trips) if self._trips else self._initial_s
-        return max(slowest, *self._nagle) if self._nagle else slowest
+        """Time to keep in hand for an answer to get through the broker: a high percentile
+        of the recent round trips (one stall of the machine does not refuse work for
+        minutes), and while the broker holds small messages back, the longest hold. Read
+        for every message: worked out when a probe returns, not here."""
+        return self._margin
+
+    def _update(self) -> None:
+        if not self._trips:
+            self._margin = self._initial_s
+            return
+        ordered = sorted(self._trips)
+        high = ordered[min(len(ordered) - 1, int(self._quantile * len(ordered)))]
+        self._margin = max(high, *self._nagle) if self._nagle else high
 
     @property
     def nagle_suspected(self) -> bool:
@@ -103,6 +115,7 @@ class WayBack:
         """Round trips of the old connection say nothing of the new one."""
         self._trips.clear()
         self._first.clear()
+        self._margin = self._initial_s
         self._next_at = 0.0
         self._started = self._last_return = None
 
