@@ -5,10 +5,10 @@ it and write it on, and a broker that leaves Nagle's algorithm on (mosquitto's d
 ``set_tcp_nodelay false``) holds a small message until the previous one is acknowledged,
 which the receiver's delayed ACK can make 40 ms. edged cannot see the sender's side, but it
 can see its own: every few seconds it publishes a burst of small probes to a topic of its
-own and times their return through the broker. A high percentile of the recent round trips
-is the time kept in hand for an answer (``reply_margin_ms`` unset). A burst whose first probe returns at
-once and whose later ones return tens of milliseconds later is what Nagle's algorithm on the
-broker's side looks like: edged says so, naming the fix.
+own and times their return through the broker. A high percentile of the recent round
+trips is the time kept in hand for an answer (``reply_margin_ms`` unset). A burst whose
+first probe returns at once and whose later ones return tens of milliseconds later is what
+Nagle's algorithm on the broker's side looks like: edged says so, naming the fix.
 """
 
 from __future__ import annotations
