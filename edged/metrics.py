@@ -18,12 +18,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from edged.errors import ConfigError
-from edged.stats import BUCKETS_MS, Stats
+from edged.stats import BUCKETS_MS, Idle, Live, Stats
 
 
 class StatsCollector(Collector):
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, live: Live | None = None) -> None:
         self._stats = stats
+        self._live = live or Idle()
 
     def collect(self) -> Iterator[Metric]:
         labels = ["route", "model"]
@@ -49,7 +50,7 @@ class StatsCollector(Collector):
             late.add_metric(key, r.late)
             for reason, count in r.failed.items():
                 failed.add_metric([*key, reason], count)
-            depth.add_metric(key, self._stats.queue_depth(route))
+            depth.add_metric(key, self._live.queue_depth(route))
             rate = r.on_time_rate()
             if rate is not None:
                 on_time.add_metric(key, rate)
@@ -66,7 +67,7 @@ class StatsCollector(Collector):
         events = CounterMetricFamily(
             "edged_fallback_events", "Times a worker moved to its fallback", labels=labels)
         invokes = CounterMetricFamily("edged_invokes", "Invokes run by a worker", labels=labels)
-        for model, info in self._stats.models().items():
+        for model, info in self._live.describe_models().items():
             for w in info.get("workers", []):
                 key = [model, str(w.get("name")), str(w.get("backend"))]
                 on_fallback.add_metric(key, 1.0 if w.get("on_fallback") else 0.0)
@@ -84,10 +85,10 @@ def _buckets(counts: list[int]) -> list[tuple[str, float]]:
     return out
 
 
-def serve(stats: Stats, host: str, port: int) -> Any:
+def serve(stats: Stats, live: Live, host: str, port: int) -> Any:
     """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats))
+    registry.register(StatsCollector(stats, live))
     try:
         return start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

@@ -120,13 +120,14 @@ class Pipeline:
             self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
                                                   cfg.priority)
         self._route_model = {r.name: r.model.name for r in self.routes}
-        stats.queue_depth = self._queue_depth
-        stats.models = lambda: {name: m.describe() for name, m in self.models.items()}
         self.accepting = True
 
-    def _queue_depth(self, route: str) -> int:
+    def queue_depth(self, route: str) -> int:
         model = self._route_model.get(route)  # None: a route a reload removed
         return self.models[model].scheduler.depth(route) if model in self.models else 0
+
+    def describe_models(self) -> dict[str, Any]:
+        return {name: m.describe() for name, m in self.models.items()}
 
     def start(self) -> None:
         for workers in self.models.values():

@@ -145,7 +145,7 @@ class Server:
         gc.freeze()
         metrics_cfg = self.settings.metrics
         if metrics_cfg.port is not None:  # first: a port in use fails before anything runs
-            metrics.serve(self.stats, metrics_cfg.host, metrics_cfg.port)
+            metrics.serve(self.stats, self.pipeline, metrics_cfg.host, metrics_cfg.port)
             log.info("metrics endpoint", url=f"http://{metrics_cfg.host}:{metrics_cfg.port}/")
         self.pipeline.start()
         for skipped in self._not_announced:
@@ -198,7 +198,7 @@ class Server:
 
     def publish_stats(self) -> None:
         body = {"device_id": self.settings.device_id, "time": time.time(),
-                **self.stats.snapshot(), "mqtt": self.mqtt.snapshot()}
+                **self.stats.snapshot(self.pipeline), "mqtt": self.mqtt.snapshot()}
         self.mqtt.publish(Outbound(self.stats_topic, json.dumps(body).encode(), qos=0))
 
     def reload(self) -> bool:

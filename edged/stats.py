@@ -8,9 +8,8 @@ import bisect
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edged.results import Timings
 
@@ -61,17 +60,32 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[rank], 3)
 
 
+class Live(Protocol):
+    """What only the running pipeline knows, read when a snapshot is taken."""
+
+    def queue_depth(self, route: str) -> int: ...
+
+    def describe_models(self) -> dict[str, Any]: ...
+
+
+class Idle:
+    """No pipeline: nothing queued, no models."""
+
+    def queue_depth(self, route: str) -> int:
+        return 0
+
+    def describe_models(self) -> dict[str, Any]:
+        return {}
+
+
 class Stats:
-    """Per-route counters. ``queue_depth`` and ``models`` supply live values (set by the
-    pipeline) at read time."""
+    """Per-route counters, merged at read time with the pipeline's live values."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._routes: dict[str, RouteStats] = {}
         self._unrouted = 0
         self._started = time.monotonic()  # created as the server is: edged's uptime
-        self.queue_depth: Callable[[str], int] = lambda route: 0
-        self.models: Callable[[], dict[str, Any]] = dict
 
     def add_route(self, route: str, model: str) -> None:
         """Count for ``route`` (again, after a reload: its counters go on, its model may
@@ -135,8 +149,9 @@ class Stats:
                 for name, r in self._routes.items()
             }
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, live: Live | None = None) -> dict[str, Any]:
         """The JSON body of the stats topic."""
+        live = live or Idle()
         routes = {}
         for name, r in self.export().items():
             recent = list(r.recent_total)
@@ -146,7 +161,7 @@ class Stats:
                 "succeeded": r.succeeded,
                 "late": r.late,
                 "failed": dict(r.failed),
-                "queue_depth": self.queue_depth(name),
+                "queue_depth": live.queue_depth(name),
                 "on_time_rate": r.on_time_rate(),
                 "timings_ms": {
                     s: {"count": h.count, "mean": round(h.sum_ms / h.count, 3) if h.count else None}
@@ -156,4 +171,5 @@ class Stats:
                              "p99": percentile(recent, 0.99)},
             }
         return {"uptime_s": round(time.monotonic() - self._started, 1),
-                "totals": self.totals(), "routes": routes, "models": self.models()}
+                "totals": self.totals(), "routes": routes,
+                "models": live.describe_models()}

@@ -13,29 +13,33 @@ from prometheus_client.registry import CollectorRegistry
 
 from edged.metrics import StatsCollector
 from edged.results import Timings
-from edged.stats import Stats
+from edged.stats import Idle, Live, Stats
 from tests.support.broker import Broker, free_port
 from tests.support.daemon import MODELS, Edged, digits_config
 from tests.support.probe import Probe
 
 
-def exposition(stats: Stats) -> str:
+class ThreeQueued(Idle):
+    def queue_depth(self, route: str) -> int:
+        return 3
+
+
+def exposition(stats: Stats, live: Live | None = None) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats))
+    registry.register(StatsCollector(stats, live))
     return generate_latest(registry).decode()
 
 
 def test_counters_histograms_and_on_time_rate_are_exposed() -> None:
     stats = Stats()
     stats.add_route("cam", "digits")
-    stats.queue_depth = lambda route: 3
     for _ in range(3):
         stats.received("cam")
     stats.answered("cam", Timings(queue=0.2, preprocess=0.1, invoke=0.4, postprocess=0.1,
                                   total=0.8))
     stats.failed("cam", "deadline")
     stats.failed("cam", "bad_input")
-    text = exposition(stats)
+    text = exposition(stats, ThreeQueued())
     assert 'edged_requests_received_total{model="digits",route="cam"} 3.0' in text
     assert 'edged_requests_succeeded_total{model="digits",route="cam"} 1.0' in text
     assert 'edged_requests_failed_total{model="digits",reason="deadline",route="cam"} 1.0' in text
@@ -103,4 +107,4 @@ def test_a_metrics_port_in_use_is_a_config_error() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
-            serve(Stats(), "127.0.0.1", port)
+            serve(Stats(), Idle(), "127.0.0.1", port)

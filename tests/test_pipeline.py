@@ -269,7 +269,7 @@ def test_a_full_fifo_queue_drops_the_oldest_and_says_so(digits: LoadedModel,
     replies = [m for m in published if m.topic == "reply/me"]
     assert [m.correlation_data for m in replies] == [b"0"]
     assert json.loads(replies[0].payload)["error"]["reason"] == "queue_full"
-    assert stats.snapshot()["routes"]["cam"]["queue_depth"] == 2
+    assert stats.snapshot(pipeline)["routes"]["cam"]["queue_depth"] == 2
 
 
 def test_a_malformed_user_deadline_is_bad_input(digits: LoadedModel,
