@@ -22,6 +22,7 @@ from edged.routes import Route
 from edged.runner import Runner
 from edged.runtime import LoadedModel
 from edged.stats import Stats
+from edged.transport import Transport, reply_time
 from edged.types import Inbound
 from edged.worker import Worker
 
@@ -36,15 +37,14 @@ class ModelWorkers:
     """One model's service-time estimate and its runners: one on the calling thread when
     the model runs inline, else a scheduler and worker threads."""
 
-    def __init__(self, model: LoadedModel, responder: Responder, clock: Clock,
-                 niceness: int = 0) -> None:
+    def __init__(self, model: LoadedModel, responder: Responder, hold: Callable[[Route], float],
+                 clock: Clock, niceness: int = 0) -> None:
         self.model = model
         self.inline = model.inline
         self.scheduler: ModelScheduler[Job] = ModelScheduler()
         self.estimate = ServiceTimeEstimate(initial_s=max(model.typical_ms, 0.01) / 1000.0,
                                             clock=clock)
         self.sink = responder.deliver
-        hold = responder.hold_s
         if self.inline:
             self.runner: Runner | None = Runner(f"inline-{model.name}", 0, model,
                                                 self.estimate, hold, clock)
@@ -103,10 +103,11 @@ class Pipeline:
     inline it does the whole job there; for the others it only admits and queues (decoding
     happens on the workers)."""
 
-    def __init__(self, routes: Sequence[Route], responder: Responder, stats: Stats,
-                 clock: Clock = time.monotonic, niceness: int = 0) -> None:
+    def __init__(self, routes: Sequence[Route], responder: Responder, transport: Transport,
+                 stats: Stats, clock: Clock = time.monotonic, niceness: int = 0) -> None:
         self.routes = list(routes)
         self._responder = responder
+        self._transport = transport
         self._sink = responder.deliver
         self._stats = stats
         self._matches: dict[str, list[Route]] = {}
@@ -115,7 +116,8 @@ class Pipeline:
         for route in self.routes:
             name = route.model.name
             if name not in self.models:
-                self.models[name] = ModelWorkers(route.model, responder, clock, niceness)
+                self.models[name] = ModelWorkers(route.model, responder, self.hold_s, clock,
+                                                 niceness)
             cfg = route.config
             self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
                                                   cfg.priority)
@@ -212,8 +214,12 @@ class Pipeline:
         return admission.at_arrival(
             self._clock(), due, ahead=workers.scheduler.ahead_of(route.name, due.at),
             workers=len(workers.workers), busy=workers.busy,
-            service_s=workers.estimate.seconds, hold_s=self._responder.hold_s(route),
+            service_s=workers.estimate.seconds, hold_s=self.hold_s(route),
             queue=(route.queue_state, target_s, due.budget_ms / 1000))
+
+    def hold_s(self, route: Route) -> float:
+        """Time to keep in hand for an answer of ``route`` to reach its sender."""
+        return reply_time(self._transport, route.config.reply_margin_ms)
 
     def _enqueue(self, route: Route, job: Job) -> None:
         scheduler = self.models[route.model.name].scheduler
@@ -251,7 +257,7 @@ class Pipeline:
             name = route.model.name
             if name not in models:
                 models[name] = self._reusable(name, route.model, routes) or ModelWorkers(
-                    route.model, self._responder, self._clock, niceness)
+                    route.model, self._responder, self.hold_s, self._clock, niceness)
         return models
 
     def replace(self, routes: Sequence[Route],

@@ -12,7 +12,6 @@ import structlog
 from edged import results, topics
 from edged.job import Answer, Outcome
 from edged.results import Identity, Timings
-from edged.routes import Route
 from edged.stats import Stats
 from edged.transport import Transport
 from edged.types import Inbound, Outbound
@@ -52,7 +51,6 @@ class Responder:
         stats: Stats,
         error_rate: RateLimit | None = None,
     ) -> None:
-        self._transport = transport
         self._publish = transport.publish
         self.device_id = device_id
         self.errors_topic = f"{topic_prefix}/{topics.safe_level(device_id)}/errors"
@@ -60,14 +58,6 @@ class Responder:
         self._fixed_topics: dict[tuple[str, str, str], str] = {}
         self._stats = stats
         self._error_rate = error_rate or RateLimit(rate=20.0, burst=50.0)
-
-    def hold_s(self, route: Route) -> float:
-        """Time to keep in hand for an answer of ``route`` to reach its sender: what waits
-        before it in edged, and the route's reply margin or, unset, the broker's way back
-        as edged measures it."""
-        margin = route.config.reply_margin_ms
-        way_back = self._transport.way_back() if margin is None else margin / 1000.0
-        return self._transport.send_lag() + way_back
 
     def deliver(self, outcome: Outcome) -> None:
         if isinstance(outcome, Answer):

@@ -102,7 +102,7 @@ class Server:
         make = make_transport or self._mqtt_client(announced.messages)
         self.mqtt = make(self._on_message)
         self.responder = Responder(self.mqtt, settings.device_id, prefix, self.stats)
-        self.pipeline = Pipeline(routes, self.responder, self.stats,
+        self.pipeline = Pipeline(routes, self.responder, self.mqtt, self.stats,
                                  niceness=settings.worker_niceness)
         self.watchdog: Watchdog | None = None
         self._retiring: list[threading.Thread] = []

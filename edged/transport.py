@@ -20,6 +20,13 @@ class Transport(Protocol):
         """How long (s) a message written now takes through the broker to its receiver."""
 
 
+def reply_time(transport: Transport, margin_ms: float | None) -> float:
+    """How long (s) an answer needs after it is ready to reach its sender: what waits before
+    it in edged, and a route's fixed reply margin or, unset, the broker's way back."""
+    way_back = transport.way_back() if margin_ms is None else margin_ms / 1000.0
+    return transport.send_lag() + way_back
+
+
 class BrokerSide(Transport, Protocol):
     """What the server drives: the connection's lifecycle, subscriptions and reports."""
 

@@ -62,8 +62,8 @@ def make(digits: LoadedModel, published: list[Outbound], clock: FakeClock,
         transport = FakeTransport(way_back_s=0.001)
         transport.published = published
     responder = Responder(transport, "box", "edged", stats)
-    pipeline = Pipeline([Route.bind(RouteConfig(**values), {"digits": digits})], responder, stats,
-                        clock)
+    pipeline = Pipeline([Route.bind(RouteConfig(**values), {"digits": digits})], responder,
+                        transport, stats, clock)
     return pipeline, stats
 
 
@@ -297,7 +297,8 @@ def test_a_chain_feeds_each_models_output_to_the_next(published: list[Outbound])
                        {"features": features, "head": head})
     transport = FakeTransport()
     transport.published = published
-    pipeline = Pipeline([route], Responder(transport, "box", "edged", stats), stats, clock)
+    pipeline = Pipeline([route], Responder(transport, "box", "edged", stats), transport, stats,
+                        clock)
     data = np.load(MODELS / "digits_holdout.npz")
     assert pipeline.models["features"].inline  # a chain of microseconds runs inline too
     for image in data["images"]:
