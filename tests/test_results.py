@@ -128,3 +128,20 @@ def test_result_payload_is_the_json_of_its_fields(topic: str, ms: float, late: b
                     "timings_ms": {k: pytest.approx(v, abs=5e-4)
                                    for k, v in timings.as_dict().items()},
                     **({"late": True} if late else {}), "result": result}
+
+
+@given(st.text(min_size=1, max_size=30), st.text(max_size=40),
+       st.none() | st.floats(-1e6, 1e6), st.booleans())
+def test_error_payload_is_the_json_of_its_fields(topic: str, text: str,
+                                                  deadline_ms: float | None,
+                                                  with_timings: bool) -> None:
+    identity = Identity("cam", "digits", "box-1", topic, 1.7e9)
+    timings = Timings(1.0, 2.0, 3.0, 4.0, 10.0) if with_timings else None
+    body = json.loads(error_payload(identity, "deadline", text, deadline_ms, timings))
+    expected: dict[str, Any] = {**identity.fields(), "error": {"reason": "deadline",
+                                                              "message": text}}
+    if deadline_ms is not None:
+        expected["deadline_ms"] = pytest.approx(deadline_ms, abs=5e-4)
+    if timings is not None:
+        expected["timings_ms"] = timings.as_dict()
+    assert body == expected
