@@ -31,6 +31,7 @@ class Worker(threading.Thread):
         self.busy = 0
         self.last_beat = time.monotonic()
         self.niceness = niceness
+        self._niced = False
 
     @property
     def session(self) -> Any:
@@ -40,18 +41,27 @@ class Worker(threading.Thread):
         return self.runner.describe()
 
     def run(self) -> None:
-        if self.niceness:
-            # Inference must not starve the MQTT thread: when workers fill every core, frames
-            # wait unread in the socket until their deadlines pass, and nothing is on time.
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
         try:
             self._serve()
         finally:
             self.runner.close()
 
+    def _lower_priority_on_the_cpu(self) -> None:
+        """CPU inference must not starve the MQTT thread: when workers fill every core,
+        frames wait unread in the socket until their deadlines pass, and nothing is on time.
+        A worker whose invoke runs on an accelerator keeps its priority: it needs the CPU
+        only for moments, and how soon it gets it sets how busy the accelerator is. (Once
+        lowered, a priority cannot be raised again without privileges.)"""
+        if self._niced or not self.niceness or not self.runner.session.backend_name.startswith(
+                "cpu"):
+            return
+        self._niced = True
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
+
     def _serve(self) -> None:
         while not self.stop_event.is_set():
+            self._lower_priority_on_the_cpu()
             self.last_beat = time.monotonic()
             job = self._scheduler.get(timeout=POLL_S)
             if job is None:

@@ -64,8 +64,9 @@ class Settings(BaseSettings):
         30.0, ge=0, le=86400, description="seconds between stats snapshots; 0 turns them off"
     )
     worker_niceness: int = Field(
-        5, ge=0, le=19, description="nice value of worker threads, so inference never starves "
-        "the MQTT thread that reads frames and sends answers"
+        5, ge=0, le=19, description="nice value of worker threads that run inference on the "
+        "CPU, so it never starves the MQTT thread that reads frames and sends answers "
+        "(workers on an accelerator keep the normal priority)"
     )
     outbox: OutboxConfig = Field(
         OutboxConfig(), description="results kept while the broker is unreachable")
