@@ -53,7 +53,7 @@ class ModelWorkers:
             self.runner = None
             self.workers = [
                 Worker(Runner(f"worker-{model.name}-{i}", i, model, self.estimate, hold, clock),
-                       self.scheduler, self.sink, niceness)
+                       self.scheduler, self.sink, niceness, pipelined=model.accelerated)
                 for i in range(model.config.workers)
             ]
 

@@ -4,6 +4,7 @@ the end. A worker thread owns one runner; so does the MQTT thread for a model ru
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import structlog
 from edged import admission
 from edged.errors import MessageError
 from edged.estimate import ServiceTimeEstimate
+from edged.image import Geometry
 from edged.job import Answer, Job, Outcome, Refused
 from edged.results import Timings
 from edged.routes import Route, handoff
@@ -23,8 +25,21 @@ Clock = Callable[[], float]
 Hold = Callable[[Route], float]
 
 
+@dataclass(frozen=True, slots=True)
+class Invoked:
+    """A job whose invoke is done: what ``finish`` needs."""
+
+    job: Job
+    tensor: Array
+    geometry: Geometry | None
+    outputs: list[Array]
+    timings: Timings
+    started: float
+    invoked: float
+
+
 class Runner:
-    """Not thread-safe: one owner thread calls ``run``."""
+    """One owner thread calls ``run``, or ``invoke`` while one other calls ``finish``."""
 
     def __init__(self, name: str, index: int, model: LoadedModel,
                  estimate: ServiceTimeEstimate, hold: Hold, clock: Clock) -> None:
@@ -36,6 +51,8 @@ class Runner:
         self._estimate = estimate
         self._hold = hold
         self._clock = clock
+        self.pipelined = False
+        """Set by a pipelined worker: its service time ends with the invoke."""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fallback_events": self.session.fallback_events,
@@ -47,6 +64,14 @@ class Runner:
             session.close()
 
     def run(self, job: Job) -> Outcome:
+        """The whole job, on the calling thread."""
+        invoked = self.invoke(job)
+        return invoked if isinstance(invoked, Refused) else self.finish(invoked)
+
+    def invoke(self, job: Job) -> Invoked | Refused:
+        """The part of a job that holds the model: the check at pickup, the input tensor,
+        the invoke (and the chain's). A pipelined worker starts the next job's invoke while
+        another thread finishes this one."""
         start = self._clock()
         timings = Timings(queue=(start - job.message.received_mono) * 1000)
         refusal = admission.at_pickup(start, job.deadline, queued_ms=timings.queue,
@@ -55,22 +80,32 @@ class Runner:
         if refusal is not None and not (refusal.reason == "deadline" and job.probe):
             return Refused(job.identity, job.message, refusal.reason, refusal.text,
                            job.deadline.budget_ms, timings)
-        route = job.route
         try:
-            tensor, geometry = route.prepare(job.message.payload, job.array)
+            tensor, geometry = job.route.prepare(job.message.payload, job.array)
             t1 = self._clock()
-            outputs = self._invoke(route, tensor)
-            t2 = self._clock()
-            result, to_route = route.finish(outputs, tensor, geometry, job.message)
+            outputs = self._invoke(job.route, tensor)
+        except MessageError as exc:
+            return Refused(job.identity, job.message, exc.reason, str(exc),
+                           job.deadline.budget_ms)
+        t2 = self._clock()
+        self._track_backend()
+        timings.preprocess = (t1 - start) * 1000
+        timings.invoke = (t2 - t1) * 1000
+        return Invoked(job, tensor, geometry, outputs, timings, start, t2)
+
+    def finish(self, invoked: Invoked) -> Outcome:
+        """Outputs -> the result, checked against the deadline once more."""
+        job, route, timings = invoked.job, invoked.job.route, invoked.timings
+        try:
+            result, to_route = route.finish(invoked.outputs, invoked.tensor, invoked.geometry,
+                                            job.message)
         except MessageError as exc:
             return Refused(job.identity, job.message, exc.reason, str(exc),
                            job.deadline.budget_ms)
         end = self._clock()
-        self._track_backend()
-        self._estimate.add(end - start)
-        timings.preprocess = (t1 - start) * 1000
-        timings.invoke = (t2 - t1) * 1000
-        timings.postprocess = (end - t2) * 1000
+        # The model's share: a pipelined worker's model is free again once its invoke ends.
+        self._estimate.add((invoked.invoked if self.pipelined else end) - invoked.started)
+        timings.postprocess = (end - invoked.invoked) * 1000
         timings.total = (end - job.message.received_mono) * 1000
         late = end > job.deadline.at - self._hold(route)
         if late and route.config.on_late == "drop":

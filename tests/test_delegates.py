@@ -9,6 +9,7 @@ tests/delegates/ (built with ``cc``): no accelerator is attached, so these stand
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -123,6 +124,38 @@ def test_passthrough_delegate_gives_the_cpu_outputs_and_gets_its_options(
     assert not s.on_fallback and s.fallback_events == 0
     assert f"record={record}" in record.read_text() and "x_n=4" in record.read_text()
     assert s.snapshot()["invoke_ms"][f"external:{lib}"]["count"] == len(tensors)
+
+
+def test_a_worker_on_an_accelerator_is_pipelined_and_loses_nothing_on_stop(
+    delegate_libs: dict[str, Path],
+) -> None:
+    from edged.config import RouteConfig
+    from edged.pipeline import Pipeline
+    from edged.responder import Responder
+    from edged.routes import Route
+    from edged.stats import Stats
+    from edged.types import Inbound
+    from tests.support.fakes import FakeTransport
+
+    lib = str(delegate_libs["passthrough"])
+    model = load_model("digits", config(delegate="external", library=lib), select_backend())
+    assert model.accelerated and not model.inline
+    transport, stats = FakeTransport(), Stats()
+    route = Route.bind(RouteConfig(name="cam", subscribe="cam/+", model="digits",
+                                   deadline_ms=60_000, queue_size=64), {"digits": model})
+    pipeline = Pipeline([route], Responder(transport, "box", "edged", stats), transport, stats)
+    (worker,) = pipeline.models["digits"].workers
+    assert worker.runner.pipelined
+    pipeline.start()
+    tensors = images(60)
+    for i, t in enumerate(tensors):
+        pipeline.submit(Inbound("cam/1", t.tobytes(), 1, time.time(), time.monotonic(),
+                                "reply", str(i).encode()))
+    pipeline.stop(10.0)  # returns once every invoked job is finished too
+    answers = {m.correlation_data: json.loads(m.payload) for m in transport.published}
+    want = [str(int(np.argmax(o))) for o in cpu_outputs(tensors)]
+    assert [answers[str(i).encode()]["result"]["label"] for i in range(60)] == want
+    assert not worker.busy
 
 
 def test_edgetpu_devices_are_dealt_to_workers(

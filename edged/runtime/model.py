@@ -67,14 +67,18 @@ class LoadedModel:
             object.__setattr__(self, "typical_ms", self.warmup_ms)
 
     @property
+    def accelerated(self) -> bool:
+        """Whether the model's invokes run on an accelerator (a delegate), off the CPU."""
+        return any(spec.accelerated for spec in self.engines.primaries)
+
+    @property
     def inline(self) -> bool:
         """Whether messages run on the MQTT thread (see ``ModelConfig.inline``): a hand-over
         to a worker thread costs more CPU than a model of microseconds."""
         if self.config.inline is not None:
             return self.config.inline
-        plan = self.engines
         return (self.typical_ms < INLINE_MAX_MS and self.config.isolation == "thread"
-                and not any(spec.accelerated for spec in plan.primaries))
+                and not self.accelerated)
 
     @property
     def engines(self) -> Plan:
