@@ -38,6 +38,8 @@ class Job:
     publish_topic: str
     array: Array | None = None
     """A sensor window's readings, ready to fit; None: the payload is the input."""
+    seq: int | None = None
+    """Its window's number in its topic's stream (streaming chains: issue 13)."""
     probe: bool = False
     """Admitted although the estimate said it would be late: it measures the service time
     afresh (see ``ServiceTimeEstimate.probe_due``)."""
@@ -136,6 +138,7 @@ class Pipeline:
         end = time.monotonic() + timeout
         for workers in self.models.values():
             for job in workers.stop(max(0.0, end - time.monotonic())):
+                job.route.skip(job.source, [job.seq])
                 self._responder.error(job.identity, job.message, "shutdown",
                                       "edged is shutting down; not run")
 
@@ -178,18 +181,40 @@ class Pipeline:
                 return
             if not arrays:
                 return  # the window is still filling: nothing to run yet
+        elif route.samples is not None:  # issue 13: audio chunks
+            windows = self._sample_windows(route, message, identity)
+            if not windows:
+                return
+            arrays = list(windows)
+        seqs: list[int | None] = [None] * len(arrays)
+        if route.streaming is not None:  # issue 13: number the windows of the stream
+            seqs = list(route.streaming.number(message.topic, len(arrays)))
         verdict = self._time_verdict(route, message, identity, due)
         if verdict == "refused":
+            route.skip(message.topic, seqs)
             return
         topic = self._responder.publish_topic(route.config.publish, route.name,
                                               route.model.name, message.topic)
-        for array in arrays:
-            self._enqueue(route, Job(route, message, identity, due, topic, array,
+        for array, seq in zip(arrays, seqs, strict=True):
+            self._enqueue(route, Job(route, message, identity, due, topic, array, seq,
                                      probe=verdict == "probe"))
+
+    def _sample_windows(self, route: Route, message: Inbound,
+                        identity: Identity) -> list[Array]:
+        """An audio chunk's sample windows; a restart of its stream is reported."""
+        try:
+            windows, restarted = route.sample_windows(message)
+        except BadInputError as exc:
+            self._responder.error(identity, message, exc.reason, str(exc))
+            return []
+        if restarted is not None:
+            self._responder.error(identity, message, "gap", restarted)
+        return [w.array for w in windows]
 
     def _enqueue(self, route: Route, job: Job) -> None:
         scheduler = self.models[route.model.name].scheduler
         for evicted in scheduler.put(route.name, job):
+            evicted.route.skip(evicted.source, [evicted.seq])
             if scheduler.closed:
                 self._responder.error(evicted.identity, evicted.message, "shutdown",
                                       "edged is shutting down; not run")

@@ -20,6 +20,7 @@ from edged.responder import Responder
 from edged.results import Timings
 from edged.routes import Route, handoff
 from edged.runtime import LoadedModel, Session
+from edged.streaming import ORDER_WAIT_S
 
 if TYPE_CHECKING:
     from edged.pipeline import Job
@@ -74,6 +75,7 @@ class Worker(threading.Thread):
                 self._run(job)
             except Exception:  # a worker thread must outlive any one message
                 log.exception("unexpected error in worker", route=job.route.name)
+                job.route.skip(job.source, [job.seq])
                 try:
                     self._responder.error(job.identity, job.message, "internal_error",
                                           "edged failed to process this message; see its log")
@@ -91,16 +93,23 @@ class Worker(threading.Thread):
         try:
             tensor, geometry = job.route.prepare(job.message.payload, job.array)
             t1 = self._clock()
-            outputs = self._invoke(job.route, tensor)
+            if job.route.streaming is None:
+                finals = [self._invoke(job.route, tensor)]
+            else:
+                finals = self._stream(job, tensor)
             t2 = self._clock()
-            result, to_route = job.route.finish(outputs, tensor, geometry, job.message)
+            results = [job.route.finish(outputs, tensor, geometry, job.message)
+                       for outputs in finals]
         except MessageError as exc:
+            job.route.skip(job.source, [job.seq])
             self._responder.error(job.identity, job.message, exc.reason, str(exc),
                                   job.deadline.budget_ms)
             return
         end = self._clock()
         self._track_backend()
         self._estimate.add(end - start)
+        if not results:
+            return  # a streaming stage's window is still filling: nothing to say yet
         timings.preprocess = (t1 - start) * 1000
         timings.invoke = (t2 - t1) * 1000
         timings.postprocess = (end - t2) * 1000
@@ -113,21 +122,34 @@ class Worker(threading.Thread):
                 f"{job.deadline.budget_ms:.0f} ms; suppressed",
                 job.deadline.budget_ms, timings)
             return
-        self._responder.result(job.identity, job.message, job.publish_topic,
-                               job.route.config.publish_qos, result, timings,
-                               job.deadline.budget_ms, late=late, to_route=to_route)
+        for result, to_route in results:
+            self._responder.result(job.identity, job.message, job.publish_topic,
+                                   job.route.config.publish_qos, result, timings,
+                                   job.deadline.budget_ms, late=late, to_route=to_route)
 
     def _invoke(self, route: Route, tensor: Array) -> list[Array]:
         """Run the route's model, then each model of its chain on the previous output."""
         outputs = self.session.run(tensor)
         source = route.model
         for target in route.chain:
-            session = self._chain_sessions.get(target.name)
-            if session is None:  # this thread's own interpreter for each chained model
-                session = self._chain_sessions[target.name] = Session(target, worker=self.index)
-            outputs = session.run(handoff(outputs, source, target))
+            outputs = self._run_chained(target, handoff(outputs, source, target))
             source = target
         return outputs
+
+    def _run_chained(self, target: LoadedModel, tensor: Array) -> list[Array]:
+        session = self._chain_sessions.get(target.name)
+        if session is None:  # this thread's own interpreter for each chained model
+            session = self._chain_sessions[target.name] = Session(target, worker=self.index)
+        return session.run(tensor)
+
+    def _stream(self, job: Job, tensor: Array) -> list[list[Array]]:
+        """Issue 13: the first model on this window, then the stages whose windows it
+        completes, in the order of the topic's windows; the last stage's outputs, once per
+        time it ran. Waiting for an earlier window stops at the deadline."""
+        assert job.route.streaming is not None and job.seq is not None
+        first = self.session.run(tensor)
+        wait = max(0.0, min(ORDER_WAIT_S, job.due - self._clock()))
+        return job.route.streaming.advance(job.source, job.seq, first, self._run_chained, wait)
 
     def _track_backend(self) -> None:
         """After a switch between accelerator and CPU, old service times mislead."""
@@ -147,6 +169,7 @@ class Worker(threading.Thread):
             reason, why = "deadline", "could no longer be met"
         else:
             return False
+        job.route.skip(job.source, [job.seq])
         self._responder.error(
             job.identity, job.message, reason,
             f"deadline of {job.deadline.budget_ms:.0f} ms {why} after {timings.queue:.1f} ms "

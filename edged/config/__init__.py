@@ -7,9 +7,16 @@ them (nested with ``__``, e.g. ``EDGED_MQTT__PORT=1884``).
 
 
 from edged.config.base import Section
-from edged.config.model import AnomalyConfig, ModelConfig
+from edged.config.model import AnomalyConfig, ModelConfig, PhraseConfig
 from edged.config.mqtt import MqttConfig, TlsConfig
-from edged.config.route import IMAGE_FORMATS, InputConfig, RouteConfig, WindowConfig
+from edged.config.route import (
+    IMAGE_FORMATS,
+    ChainLink,
+    InputConfig,
+    RouteConfig,
+    StageWindow,
+    WindowConfig,
+)
 from edged.config.service import DiscoveryConfig, LoggingConfig, MetricsConfig, OutboxConfig
 from edged.config.settings import DEFAULT_CONFIG_PATH, ENV_PREFIX, Settings, load_settings
 
@@ -18,6 +25,7 @@ __all__ = [
     "ENV_PREFIX",
     "IMAGE_FORMATS",
     "AnomalyConfig",
+    "ChainLink",
     "DiscoveryConfig",
     "InputConfig",
     "LoggingConfig",
@@ -25,9 +33,11 @@ __all__ = [
     "ModelConfig",
     "MqttConfig",
     "OutboxConfig",
+    "PhraseConfig",
     "RouteConfig",
     "Section",
     "Settings",
+    "StageWindow",
     "TlsConfig",
     "WindowConfig",
     "load_settings",
