@@ -138,6 +138,8 @@ class Route:
         windows, restart = self.samples.push(message.topic, samples, message.received_mono)
         if restart is None:
             return windows, None
+        if self.streaming is not None:
+            self.streaming.restart(message.topic)
         return windows, (f"audio stream {message.topic!r} restarted: {restart.gap_ms:.0f} ms "
                          f"since its previous chunk (max_gap_ms "
                          f"{self.config.window.max_gap_ms:g}); {restart.dropped_samples} "

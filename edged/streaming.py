@@ -119,6 +119,9 @@ class TopicStages:
         self.issued = 0
         """Numbers handed out to windows so far (on the thread that admits messages)."""
         self.skipped: set[int] = set()
+        self.fresh = False
+        """The next window numbered starts the stages afresh (its input stream restarted)."""
+        self.restart_at: set[int] = set()
         self.restarts = 0
 
     def reset(self) -> None:
@@ -145,6 +148,9 @@ class TopicStages:
         if self.next_seq > seq:
             raise StreamOrderError(f"window {seq} came after window {self.next_seq - 1} of its "
                                    "stream had run; not run")
+        if seq in self.restart_at:
+            self.restart_at.discard(seq)
+            self.reset()
 
     def done(self, seq: int) -> None:
         """Window ``seq`` ran (call with ``turn`` held)."""
@@ -163,6 +169,7 @@ class TopicStages:
     def _pass_skipped(self) -> None:
         while self.next_seq in self.skipped:
             self.skipped.discard(self.next_seq)
+            self.restart_at.discard(self.next_seq)
             self.next_seq += 1
             self.reset()
 
@@ -207,7 +214,16 @@ class StreamingChain:
         state = self.state(topic)
         first = state.issued
         state.issued += count
+        if state.fresh and count:
+            with state.turn:
+                state.restart_at.add(first)
+            state.fresh = False
         return list(range(first, first + count))
+
+    def restart(self, topic: str) -> None:
+        """The input stream of ``topic`` restarted (a gap): the stages start afresh at its
+        next window, once the windows before it have run. Same thread as ``number``."""
+        self.state(topic).fresh = True
 
     def skip(self, topic: str, seq: int | None) -> None:
         """A window of ``topic`` that will not run (refused, dropped, failed)."""
