@@ -1,9 +1,9 @@
 """One-phrase detectors (wake words): a score per step -> an event when the phrase is heard.
 
 A wake-word model scores every 80 ms, and one utterance keeps the score high for several
-steps: the phrase is *heard* when the score reaches the threshold while the topic is armed;
-it re-arms once the score has fallen ``hysteresis`` below the threshold and the refractory
-time since the last event has passed. Thread-safe and bounded per source topic.
+steps: the phrase is *heard* when the score reaches the threshold while the topic is armed
+and the refractory time since its last event has passed; it re-arms once the score has
+fallen ``hysteresis`` below the threshold. Thread-safe and bounded per source topic.
 """
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ class PhraseTracker:
                     self._topics.popitem(last=False)
             else:
                 self._topics.move_to_end(topic)
-            if not state.armed and score < c.threshold - c.hysteresis and self._rested(
-                    state, at):
+            if not state.armed and score < c.threshold - c.hysteresis:
                 state.armed = True
             detected = state.armed and score >= c.threshold and self._rested(state, at)
             if detected:
