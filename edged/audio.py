@@ -138,6 +138,14 @@ class SampleStreams:
             stream.last_at = at
             return [SampleWindow(rows, at) for rows in stream.window.push(samples)], restart
 
+    def restart(self, topic: str) -> None:
+        """Start ``topic``'s stream afresh (one of its chunks was lost)."""
+        with self._lock:
+            stream = self._by_topic.get(topic)
+            if stream is not None:
+                stream.window.reset()
+                self.restarts += 1
+
     def _stream(self, topic: str) -> _Stream:
         stream = self._by_topic.get(topic)
         if stream is None:

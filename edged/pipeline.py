@@ -71,6 +71,11 @@ class ModelWorkers:
     def busy(self) -> int:
         return sum(w.busy for w in self.workers)
 
+    def open_chain(self, chain: tuple[LoadedModel, ...]) -> None:
+        """Issue 13: each worker opens its chained models' sessions now, not on a message."""
+        for worker in self.workers:
+            worker.open_chain(chain)
+
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
@@ -119,6 +124,7 @@ class Pipeline:
             cfg = route.config
             self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
                                                   cfg.priority)
+            self.models[name].open_chain(route.chain)
         self._route_model = {r.name: r.model.name for r in self.routes}
         stats.queue_depth = self._queue_depth
         stats.models = lambda: {name: m.describe() for name, m in self.models.items()}
@@ -274,6 +280,8 @@ class Pipeline:
             if name not in models:
                 models[name] = self._reusable(name, route.model, routes) or ModelWorkers(
                     route.model, self._responder, self._clock, niceness)
+            if models[name] is not self.models.get(name):  # not yet started: safe to open
+                models[name].open_chain(route.chain)
         return models
 
     def replace(self, routes: Sequence[Route],

@@ -4,6 +4,7 @@ lives here, one set per route."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -84,8 +85,12 @@ class Route:
             options = image.ImageOptions.from_config(inp, spec.shape)
             if _pixels_are_the_input(options, spec):
                 options = replace(options, as_is=True)
-        decode = codec.decoder_for(inp.format, spec.shape, spec.dtype, inp.field,
-                                   image_options=options, base64_field=inp.base64_field)
+        decode: Callable[[bytes], Array]
+        if inp.format == "pcm":  # audio reaches the model through sample windows
+            decode = functools.partial(audio.decode_pcm, fmt=_audio_format(config))
+        else:
+            decode = codec.decoder_for(inp.format, spec.shape, spec.dtype, inp.field,
+                                       image_options=options, base64_field=inp.base64_field)
         frames = None
         if options is not None and mc.postprocess == "detection":
             frames = codec.frame_decoder_for(inp.format, options, inp.base64_field)
@@ -130,11 +135,19 @@ class Route:
         gap restarted the stream first, a line saying what was dropped. Raises
         BadInputError."""
         assert self.samples is not None and self.config.window is not None
-        samples = audio.decode_pcm(message.payload, self.samples.format)
-        size, hop = self.config.window.in_samples(self.samples.format.sample_rate)
-        if len(samples) > size + MAX_WINDOWS_PER_CHUNK * hop:
-            raise BadInputError(f"{len(samples)} samples in one chunk would make over "
-                                f"{MAX_WINDOWS_PER_CHUNK} windows; send shorter chunks")
+        try:
+            samples = audio.decode_pcm(message.payload, self.samples.format)
+            size, hop = self.config.window.in_samples(self.samples.format.sample_rate)
+            if len(samples) > size + MAX_WINDOWS_PER_CHUNK * hop:
+                raise BadInputError(f"{len(samples)} samples in one chunk would make over "
+                                    f"{MAX_WINDOWS_PER_CHUNK} windows; send shorter chunks")
+        except BadInputError:
+            # The chunk's samples are missing from the stream: what came before must not be
+            # stitched to what comes after.
+            self.samples.restart(message.topic)
+            if self.streaming is not None:
+                self.streaming.restart(message.topic)
+            raise
         windows, restart = self.samples.push(message.topic, samples, message.received_mono)
         if restart is None:
             return windows, None
@@ -219,6 +232,11 @@ class _PhraseScore:
         return {"score": phrase_score(outputs, self.specs)}
 
 
+def _audio_format(config: RouteConfig) -> AudioFormat:
+    inp = config.input
+    return AudioFormat(inp.sample_rate, inp.channels, inp.dtype)
+
+
 def _bind_audio(route: Route) -> Route:
     """The per-topic state of audio input, streaming stages and phrase events."""
     config, model = route.config, route.model
@@ -236,8 +254,8 @@ def _bind_audio(route: Route) -> Route:
         if config.subscribe.startswith(topics.SHARE_PREFIX):
             raise ValueError("an audio stream needs every chunk of a topic, but a shared "
                              "subscription ($share/...) splits them: subscribe without $share")
-        samples = SampleStreams(AudioFormat(inp.sample_rate, inp.channels, inp.dtype), size,
-                                hop, w.max_gap_ms, w.max_topics, w.fill)
+        samples = SampleStreams(_audio_format(config), size, hop, w.max_gap_ms, w.max_topics,
+                                w.fill)
     if config.streaming:
         if config.subscribe.startswith(topics.SHARE_PREFIX):
             raise ValueError("streaming stages need every message of a topic, but a shared "

@@ -142,6 +142,17 @@ class Worker(threading.Thread):
             session = self._chain_sessions[target.name] = Session(target, worker=self.index)
         return session.run(tensor)
 
+    def open_chain(self, models: tuple[LoadedModel, ...]) -> None:
+        """Open and warm up this worker's sessions of chained models before it serves:
+        opened on the first message instead, they cost it (and the wake word it carries)
+        the interpreter's start and first invoke. Call before ``start``."""
+        for target in models:
+            if target.name not in self._chain_sessions:
+                session = Session(target, worker=self.index)
+                with contextlib.suppress(MessageError):
+                    session.run(np.zeros(target.input.shape, target.input.dtype))
+                self._chain_sessions[target.name] = session
+
     def _stream(self, job: Job, tensor: Array) -> list[list[Array]]:
         """Issue 13: the first model on this window, then the stages whose windows it
         completes, in the order of the topic's windows; the last stage's outputs, once per
