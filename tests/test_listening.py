@@ -42,7 +42,7 @@ SETTLED = 27
 embeddings come from the random noise it starts with): the scores must agree."""
 TOLERANCE = 1e-3
 # These tests are about what comes out, on a machine other work shares: generous deadlines.
-ROOMY = {"deadline_ms": 30000, "queue_size": 2048}
+ROOMY: dict[str, Any] = {"deadline_ms": 30000, "queue_size": 2048}
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +107,7 @@ def scores_by_step(replies: list[Received], chunks: list[Array]) -> dict[int, fl
         assert "error" not in body, body
         by_chunk.setdefault(int(r.correlation_data or b"-1"), []).append(
             body["result"]["score"])
-    out = {}
+    out: dict[int, float] = {}
     for i, steps in enumerate(steps_completed(chunks)):
         got = by_chunk.get(i, [])
         scored = [k for k in steps if k >= FIRST_SCORE]
