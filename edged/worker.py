@@ -156,11 +156,11 @@ class Worker(threading.Thread):
     def _stream(self, job: Job, tensor: Array) -> list[list[Array]]:
         """Issue 13: the first model on this window, then the stages whose windows it
         completes, in the order of the topic's windows; the last stage's outputs, once per
-        time it ran. Waiting for an earlier window stops at the deadline."""
+        time it ran."""
         assert job.route.streaming is not None and job.seq is not None
         first = self.session.run(tensor)
-        wait = max(0.0, min(ORDER_WAIT_S, job.due - self._clock()))
-        return job.route.streaming.advance(job.source, job.seq, first, self._run_chained, wait)
+        return job.route.streaming.advance(job.source, job.seq, first, self._run_chained,
+                                           ORDER_WAIT_S)
 
     def _track_backend(self) -> None:
         """After a switch between accelerator and CPU, old service times mislead."""
@@ -172,7 +172,10 @@ class Worker(threading.Thread):
             self._estimate.reset()
 
     def _not_worth_starting(self, job: Job, now: float, timings: Timings) -> bool:
-        """Re-check at pickup: never start what has expired or cannot finish in time."""
+        """Re-check at pickup: never start what has expired or cannot finish in time.
+        Except a streaming window: later windows need its rows (issue 13)."""
+        if job.route.streaming is not None:
+            return False
         if job.deadline.passed(now):
             reason, why = "expired", "passed"
         elif not job.probe and now + self._estimate.seconds > job.route.latest_finish(
@@ -180,7 +183,6 @@ class Worker(threading.Thread):
             reason, why = "deadline", "could no longer be met"
         else:
             return False
-        job.route.skip(job.source, [job.seq])
         self._responder.error(
             job.identity, job.message, reason,
             f"deadline of {job.deadline.budget_ms:.0f} ms {why} after {timings.queue:.1f} ms "
