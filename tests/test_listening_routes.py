@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from edged.config import ModelConfig, RouteConfig
@@ -15,6 +16,7 @@ from edged.routes import Route
 from edged.runtime import LoadedModel, load_model, select_backend
 from edged.types import Inbound
 from tests.support.audio import OWW_MODELS, require_tools, wakeword_models, wakeword_route
+from tests.support.daemon import REPO
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,17 @@ def test_a_reload_keeps_the_partial_windows_of_an_unchanged_pipeline(
     changed = RouteConfig(**wakeword_route(deadline_ms=500))
     fresh = Route.bind(changed, models).carrying_state_of(old)
     assert fresh.samples is not old.samples and fresh.streaming is not old.streaming
+
+
+def test_the_readmes_wake_word_config_binds_to_the_real_models() -> None:
+    require_tools()
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Listening: audio streams and wake words", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load(block.replace("/opt/edged/models/openwakeword", str(OWW_MODELS)))
+    backend = select_backend()
+    loaded = {name: load_model(name, ModelConfig(**settings), backend)
+              for name, settings in config["models"].items()}
+    route = Route.bind(RouteConfig(**config["routes"][0]), loaded)
+    assert route.streaming is not None and len(route.streaming.stages) == 2
+    assert route.phrase is not None and route.phrase.label == "hey_jarvis"
