@@ -17,8 +17,10 @@ import yaml
 
 from tests.support.audio import (
     CHUNK,
+    OWW_MODELS,
     RATE,
     noise,
+    reference_classes,
     reference_scores,
     require_tools,
     silence,
@@ -243,3 +245,45 @@ def test_check_names_the_stage_whose_window_does_not_fit(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr + done.stdout
     assert ("melspectrogram -> speech_embedding [window 76, hop 8] -> hey_jarvis [window 16, "
             "hop 1]") in done.stdout
+
+
+def test_a_multi_class_last_stage_gives_top_k_labels_with_openwakewords_scores(
+    tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged]
+) -> None:
+    # openWakeWord's "timer" model: 34 embeddings in, 7 classes out (0 is background).
+    labels = ["background", "1_minute_timer", "5_minute_timer", "10_minute_timer",
+              "20_minute_timer", "30_minute_timer", "1_hour_timer"]
+    (tmp_path / "timer.labels").write_text("\n".join(labels) + "\n")
+    audio = np.concatenate([silence(3.0), speak("set a timer for five minutes"),
+                            silence(0.5), noise(1.0, seed=4), silence(1.0)])
+    reference = reference_classes(audio, "timer")
+    assert set(reference[0]) == set(labels[1:])
+    models = wakeword_models(phrases=())
+    models["timer"] = {"path": str(OWW_MODELS / "timer_v0.1.tflite"),
+                       "labels": str(tmp_path / "timer.labels"),
+                       "postprocess": "classification", "top_k": 7}
+    route = wakeword_route(**ROOMY, phrase="timer")
+    route["chain"][1]["window"]["size"] = 34
+    start(tmp_path, edged_config(broker.port, models, [route]), probe, daemons)
+    probe.subscribe("replies/timer")
+    chunks = chunked(audio, seed=9)
+    stream(probe, "mics/t/audio", chunks, "replies/timer")
+    first, settled = 33, 45  # 34 embeddings; openWakeWord's all real from step 45 on
+    replies = probe.collect(len(reference) - first, 30, topic="replies/timer")
+    assert len(replies) == len(reference) - first
+    worst, best_step = 0.0, max(range(settled, len(reference)),
+                                key=lambda k: max(reference[k].values()))
+    for k, reply in zip(range(first, len(reference)), replies, strict=True):
+        result = reply.json()["result"]
+        scores = {t["label"]: t["score"] for t in result["top_k"]}
+        assert [t["score"] for t in result["top_k"]] == sorted(scores.values(), reverse=True)
+        if k >= settled:
+            worst = max(worst, *(abs(scores[c] - reference[k][c]) for c in labels[1:]))
+        if k == best_step:
+            heard = result
+    print(f"\ntimer model, top-k over 7 classes: max |edged - openWakeWord| {worst:.2e}; at "
+          f"its best step {best_step}: {heard['label']} {heard['score']:.3f} (openWakeWord: "
+          f"{max(reference[best_step], key=reference[best_step].__getitem__)} "
+          f"{max(reference[best_step].values()):.3f})")
+    assert worst < TOLERANCE
+    assert heard["label"] == max(reference[best_step], key=reference[best_step].__getitem__)

@@ -70,10 +70,19 @@ def noise(seconds: float, level: float = 600, seed: int = 0) -> Array:
 def reference_scores(audio: Array, phrase: str = "hey_jarvis") -> list[float]:
     """openWakeWord's own pipeline (its ONNX models on onnxruntime: another runtime and
     other model files than edged's) fed ``audio`` in 80 ms steps: one score per step."""
+    return [float(step[phrase]) for step in _reference(audio, phrase)]
+
+
+def reference_classes(audio: Array, model: str) -> list[dict[str, float]]:
+    """Like :func:`reference_scores` for a multi-class model: its scores by class name."""
+    return [{k: float(v) for k, v in step.items()} for step in _reference(audio, model)]
+
+
+def _reference(audio: Array, model_name: str) -> list[dict[str, Any]]:
     from openwakeword.model import Model
 
-    model = Model(wakeword_models=[phrase], inference_framework="onnx")
-    return [float(model.predict(audio[i:i + CHUNK])[phrase])
+    model = Model(wakeword_models=[model_name], inference_framework="onnx")
+    return [dict(model.predict(audio[i:i + CHUNK]))
             for i in range(0, len(audio) - CHUNK + 1, CHUNK)]
 
 
