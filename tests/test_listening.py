@@ -287,3 +287,38 @@ def test_a_multi_class_last_stage_gives_top_k_labels_with_openwakewords_scores(
           f"{max(reference[best_step].values()):.3f})")
     assert worst < TOLERANCE
     assert heard["label"] == max(reference[best_step], key=reference[best_step].__getitem__)
+
+
+def test_a_window_of_samples_feeds_a_raw_audio_model_as_it_is(
+    tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged]
+) -> None:
+    from edged.runtime import select_backend
+
+    models = {"melspectrogram": wakeword_models()["melspectrogram"]}
+    route = {"name": "mel", "subscribe": "mics/+/raw", "model": "melspectrogram",
+             "input": {"format": "pcm"}, "window": {"size_ms": 110, "hop_ms": 80},
+             **ROOMY}
+    start(tmp_path, edged_config(broker.port, models, [route]), probe, daemons)
+    probe.subscribe("replies/mel")
+    audio = np.concatenate([speak("hello"), tone(300, 0.3)])
+    chunks = chunked(audio, seed=5)
+    stream(probe, "mics/m/raw", chunks, "replies/mel")
+    windows = [audio[end - 1760:end] for end in range(1760, len(audio) + 1, 1280)]
+    replies = probe.collect(len(windows), 20, topic="replies/mel")
+    assert len(replies) == len(windows)
+    interp = select_backend().interpreter_class(model_path=models["melspectrogram"]["path"])
+    interp.resize_tensor_input(0, [1, 1760], strict=True)
+    interp.allocate_tensors()
+    worst = 0.0
+    for window, reply in zip(windows, replies, strict=True):
+        interp.set_tensor(interp.get_input_details()[0]["index"],
+                          window.astype(np.float32).reshape(1, -1))
+        interp.invoke()
+        direct = interp.get_tensor(interp.get_output_details()[0]["index"])
+        out = reply.json()["result"]["outputs"][0]
+        assert out["shape"] == [1, 1, 8, 32]
+        worst = max(worst, float(np.abs(np.array(out["data"]).reshape(direct.shape)
+                                        - direct).max()))
+    print(f"\nraw-audio model on {len(windows)} windows of 110 ms every 80 ms (chunks of any "
+          f"length): max |edged - the model run on the same samples| {worst:.2e}")
+    assert worst < 1e-4  # the same float32 samples, the same model: JSON rounding only
