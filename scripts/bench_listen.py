@@ -103,7 +103,7 @@ class Player(threading.Thread):
 
 
 def run(streams: int, seconds: float, audio: np.ndarray, hits: list[int], workers: int,
-        workdir: Path) -> dict[str, Any]:
+        workdir: Path, niceness: int) -> dict[str, Any]:
     broker = Broker(workdir)
     broker.start()
     edged = None
@@ -118,6 +118,7 @@ def run(streams: int, seconds: float, audio: np.ndarray, hits: list[int], worker
                      "topic_prefix": "edged", "session_expiry_s": 0},
             "models": wakeword_models(workers=workers, refractory_ms=1000),
             "routes": [route], "logging": {"format": "json", "level": "warning"},
+            "worker_niceness": niceness,
         }
         probe.subscribe("edged/bench/status", "edged/bench/wake/+", "edged/bench/errors")
         edged = Edged(workdir, config)
@@ -214,6 +215,7 @@ def main() -> int:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 16, 24, 32])
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per stream")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--niceness", type=int, default=5, help="edged's worker_niceness")
     args = parser.parse_args()
     audio, hits = clip()
     print(f"clip {len(audio) / RATE:.2f} s, detections at steps {hits} (openWakeWord)")
@@ -222,8 +224,9 @@ def main() -> int:
           f"(sum {sum(floor.values()):.1f}); load average {os.getloadavg()[0]:.2f}")
     for n in args.streams:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run(n, args.seconds, audio, hits, args.workers, Path(tmp))
+            result = run(n, args.seconds, audio, hits, args.workers, Path(tmp), args.niceness)
         result["load_average_1m"] = round(os.getloadavg()[0], 2)
+        result["worker_niceness"] = args.niceness
         print(json.dumps(result), flush=True)
     return 0
 
