@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from edged.runtime import LoadedModel
 
 Array = np.ndarray[Any, Any]
 RunModel = Callable[[LoadedModel, Array], list[Array]]
+T = TypeVar("T")
 ORDER_WAIT_S = 0.25
 """Longest a window waits for the one before it (still being run by another worker)
 before that one counts as lost."""
@@ -231,21 +232,22 @@ class StreamingChain:
             self.state(topic).skip(seq)
 
     def advance(self, topic: str, seq: int, outputs: list[Array], run: RunModel,
-                wait_s: float = ORDER_WAIT_S) -> list[list[Array]]:
+                settle: Callable[[list[list[Array]]], T], wait_s: float = ORDER_WAIT_S) -> T:
         """Feed the first model's ``outputs`` for window ``seq`` of ``topic`` through the
-        stages; return the outputs of the last stage, once per time it ran (often none:
-        its window is still filling)."""
+        stages, and hand the outputs of the last stage (once per time it ran; often none,
+        its window still filling) to ``settle``, still in the topic's turn: per-topic
+        state after the stages (phrase events) moves in window order too."""
         state = self.state(topic)
         with state.turn:
             state.await_turn(seq, wait_s)
             try:
-                finals = self._through(state, outputs, run)
+                settled = settle(self._through(state, outputs, run))
             except BaseException:
                 state.reset()  # a stage failed midway: its windows hold half a step
                 state.done(seq)
                 raise
             state.done(seq)
-            return finals
+            return settled
 
     def _through(self, state: TopicStages, outputs: list[Array],
                  run: RunModel) -> list[list[Array]]:

@@ -15,6 +15,7 @@ import structlog
 
 from edged.errors import MessageError
 from edged.estimate import ServiceTimeEstimate
+from edged.image import Geometry
 from edged.queues import ModelScheduler
 from edged.responder import Responder
 from edged.results import Timings
@@ -94,12 +95,12 @@ class Worker(threading.Thread):
             tensor, geometry = job.route.prepare(job.message.payload, job.array)
             t1 = self._clock()
             if job.route.streaming is None:
-                finals = [self._invoke(job.route, tensor)]
-            else:
-                finals = self._stream(job, tensor)
-            t2 = self._clock()
-            results = [job.route.finish(outputs, tensor, geometry, job.message)
-                       for outputs in finals]
+                outputs = self._invoke(job.route, tensor)
+                t2 = self._clock()
+                results = [job.route.finish(outputs, tensor, geometry, job.message)]
+            else:  # issue 13: the stages' results, post-processed in the topic's order
+                results = self._stream(job, tensor, geometry)
+                t2 = self._clock()
         except MessageError as exc:
             job.route.skip(job.source, [job.seq])
             self._responder.error(job.identity, job.message, exc.reason, str(exc),
@@ -153,14 +154,19 @@ class Worker(threading.Thread):
                     session.run(np.zeros(target.input.shape, target.input.dtype))
                 self._chain_sessions[target.name] = session
 
-    def _stream(self, job: Job, tensor: Array) -> list[list[Array]]:
+    def _stream(self, job: Job, tensor: Array,
+                geometry: Geometry | None) -> list[tuple[dict[str, Any], bool]]:
         """Issue 13: the first model on this window, then the stages whose windows it
-        completes, in the order of the topic's windows; the last stage's outputs, once per
-        time it ran."""
+        completes, in the order of the topic's windows; a result for each time the last
+        stage ran."""
         assert job.route.streaming is not None and job.seq is not None
         first = self.session.run(tensor)
+
+        def settle(finals: list[list[Array]]) -> list[tuple[dict[str, Any], bool]]:
+            return [job.route.finish(o, tensor, geometry, job.message) for o in finals]
+
         return job.route.streaming.advance(job.source, job.seq, first, self._run_chained,
-                                           ORDER_WAIT_S)
+                                           settle, ORDER_WAIT_S)
 
     def _track_backend(self) -> None:
         """After a switch between accelerator and CPU, old service times mislead."""
