@@ -172,11 +172,13 @@ class Pipeline:
             self._responder.error(identity, message, BadInputError.reason,
                                   f"payload of {len(message.payload)} bytes is over the "
                                   f"route's max_payload_bytes of {limit}")
+            route.lost(message.topic)
             return
         try:
             due = self._deadline(route, message)
         except BadInputError as exc:
             self._responder.error(identity, message, exc.reason, str(exc))
+            route.lost(message.topic)
             return
         arrays: list[Array | None] = [None]
         if route.windowers is not None:

@@ -142,11 +142,7 @@ class Route:
                 raise BadInputError(f"{len(samples)} samples in one chunk would make over "
                                     f"{MAX_WINDOWS_PER_CHUNK} windows; send shorter chunks")
         except BadInputError:
-            # The chunk's samples are missing from the stream: what came before must not be
-            # stitched to what comes after.
-            self.samples.restart(message.topic)
-            if self.streaming is not None:
-                self.streaming.restart(message.topic)
+            self.lost(message.topic)
             raise
         windows, restart = self.samples.push(message.topic, samples, message.received_mono)
         if restart is None:
@@ -157,6 +153,14 @@ class Route:
                          f"since its previous chunk (max_gap_ms "
                          f"{self.config.window.max_gap_ms:g}); {restart.dropped_samples} "
                          "samples held were dropped, not stitched to this chunk")
+
+    def lost(self, topic: str) -> None:
+        """A message of ``topic`` was refused before its samples reached the stream: they
+        are missing, so what came before must not be stitched to what comes after."""
+        if self.samples is not None:
+            self.samples.restart(topic)
+        if self.streaming is not None:
+            self.streaming.restart(topic)
 
     def skip(self, topic: str, seqs: Sequence[int | None]) -> None:
         """Windows of ``topic`` that will not run: a streaming chain restarts its stages
