@@ -199,8 +199,8 @@ class RouteConfig(Section):
         if self.input.format == "pcm" and w is None:
             raise ValueError("input format pcm needs a window: its size is the model's input")
         if w is not None and self.input.format != "pcm" and (
-                w.size_ms is not None or w.hop_ms is not None):
-            raise ValueError("size_ms and hop_ms apply only to input format pcm")
+                w.size_ms is not None or w.hop_ms is not None or w.fill is not None):
+            raise ValueError("size_ms, hop_ms and fill apply only to input format pcm")
         if w is not None and w.fields is not None and self.input.format == "pcm":
             raise ValueError("window.fields applies to JSON readings, not pcm")
         if w is not None:
