@@ -128,7 +128,15 @@ class Pipeline:
         self._route_model = {r.name: r.model.name for r in self.routes}
         stats.queue_depth = self._queue_depth
         stats.models = lambda: {name: m.describe() for name, m in self.models.items()}
+        stats.streams = self._streams
         self.accepting = True
+
+    def _streams(self, route: str) -> dict[str, Any] | None:
+        """Issue 13: a route's stream counters, for the stats topic."""
+        for r in self.routes:
+            if r.name == route:
+                return r.describe_streams()
+        return None
 
     def _queue_depth(self, route: str) -> int:
         model = self._route_model.get(route)  # None: a route a reload removed

@@ -162,6 +162,21 @@ class Route:
         if self.streaming is not None:
             self.streaming.restart(topic)
 
+    def describe_streams(self) -> dict[str, Any] | None:
+        """For the stats topic: streams held, restarts (gaps, lost chunks and windows),
+        topics forgotten past max_topics; None for a route without audio or stages."""
+        if self.samples is None and self.streaming is None:
+            return None
+        out: dict[str, Any] = {}
+        if self.samples is not None:
+            out["audio"] = {"topics": len(self.samples), "restarts": self.samples.restarts,
+                            "forgotten": self.samples.forgotten}
+        if self.streaming is not None:
+            out["stages"] = {"topics": len(self.streaming),
+                             "restarts": self.streaming.restarts,
+                             "forgotten": self.streaming.forgotten}
+        return out
+
     def skip(self, topic: str, seqs: Sequence[int | None]) -> None:
         """Windows of ``topic`` that will not run: a streaming chain restarts its stages
         there rather than stitching the rows either side."""

@@ -70,6 +70,8 @@ class Stats:
         self._unrouted = 0
         self.queue_depth: Callable[[str], int] = lambda route: 0
         self.models: Callable[[], dict[str, Any]] = dict
+        self.streams: Callable[[str], dict[str, Any] | None] = lambda route: None
+        """Issue 13: a route's audio streams and streaming stages (topics, restarts)."""
 
     def add_route(self, route: str, model: str) -> None:
         """Count for ``route`` (again, after a reload: its counters go on, its model may
@@ -153,4 +155,7 @@ class Stats:
                 "total_ms": {"p50": percentile(recent, 0.5), "p90": percentile(recent, 0.9),
                              "p99": percentile(recent, 0.99)},
             }
+            streams = self.streams(name)
+            if streams is not None:
+                routes[name]["streams"] = streams
         return {"totals": self.totals(), "routes": routes, "models": self.models()}

@@ -96,6 +96,9 @@ def test_a_wav_with_the_wrong_rate_restarts_the_stream(models: dict[str, LoadedM
         route.sample_windows(bad)
     # The 1000 samples before it are gone: 280 more complete nothing now.
     assert route.sample_windows(chunk(280))[0] == []
+    assert route.describe_streams() == {
+        "audio": {"topics": 1, "restarts": 1, "forgotten": 0},
+        "stages": {"topics": 1, "restarts": 0, "forgotten": 0}}  # restarts at its next window
 
 
 def test_a_reload_keeps_the_partial_windows_of_an_unchanged_pipeline(
