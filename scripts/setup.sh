@@ -58,7 +58,7 @@ with zipfile.ZipFile(wheel) as z:
             (out / Path(name).name).write_bytes(z.read(name))
 PY
 fi
-if ! .venv/bin/python -c "import openwakeword" >/dev/null 2>&1; then
+if ! .venv/bin/python -m pip show -q openwakeword >/dev/null 2>&1; then
     .venv/bin/python -m pip install -q --no-deps "$OWW_WHEEL"
 fi
 
