@@ -30,9 +30,11 @@ from edged.runtime import LoadedModel
 Array = np.ndarray[Any, Any]
 RunModel = Callable[[LoadedModel, Array], list[Array]]
 T = TypeVar("T")
-ORDER_WAIT_S = 0.25
-"""Longest a window waits for the one before it (still being run by another worker)
-before that one counts as lost."""
+ORDER_WAIT_S = 1.0
+"""Longest a window waits for the one before it before that one counts as lost. The one
+before is nearly always being run by another worker (every path that drops a window says
+so at once), which a busy machine can hold off the CPU for hundreds of ms: a restart
+costs the stream seconds of audio, a wait only this window's time."""
 
 
 class RowWindow:
