@@ -188,7 +188,11 @@ def _print_report(settings: Settings, loaded: Loaded) -> None:
         for backend, why in model.startup_failures.items():
             print(f"warning  {name}: {backend} unavailable, starting on the fallback: {why}")
     for route in settings.routes:
-        print(f"route    {route.name}: {route.subscribe} -> {route.model} -> {route.publish} "
-              f"(input {route.input.format}, deadline {route.deadline_ms} ms)")
+        stages = [route.model] + [
+            link.model if link.window is None else
+            f"{link.model} [window {link.window.size}, hop {link.window.hop or link.window.size}]"
+            for link in route.chain_links]
+        print(f"route    {route.name}: {route.subscribe} -> {' -> '.join(stages)} -> "
+              f"{route.publish} (input {route.input.format}, deadline {route.deadline_ms} ms)")
     if not settings.routes:
         print("warning  no routes: edged would subscribe to nothing")

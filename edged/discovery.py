@@ -97,7 +97,7 @@ def removal_messages(old: Settings, new: Settings) -> list[Outbound]:
 
 
 def _sensor(settings: Settings, route: RouteConfig) -> dict[str, Any] | Skipped:
-    kind = settings.models[route.chain[-1] if route.chain else route.model].postprocess
+    kind = settings.models[route.chain_models[-1] if route.chain else route.model].postprocess
     template = _STATE_TEMPLATES.get(kind)
     if template is None:
         return Skipped(route.name, f"postprocess {kind} has no single value to show")

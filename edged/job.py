@@ -28,6 +28,8 @@ class Job:
     publish_topic: str
     array: Array | None = None
     """A sensor window's readings, ready to fit; None: the payload is the input."""
+    seq: int | None = None
+    """Its window's number in its topic's stream (streaming chains)."""
     probe: bool = False
     """Admitted although the estimate said it would be late: it measures the service time
     afresh (see ``ServiceTimeEstimate.probe_due``)."""
@@ -64,4 +66,12 @@ class Refused:
     timings: Timings | None = None
 
 
-Outcome = Answer | Refused
+@dataclass(frozen=True, slots=True)
+class Several:
+    """What one window of a streaming chain brought: a result each time its last stage ran
+    (often none, its window still filling)."""
+
+    answers: tuple[Answer, ...]
+
+
+Outcome = Answer | Refused | Several

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from edged.estimate import ServiceTimeEstimate
 from edged.job import Job, Refused
 from edged.queues import ModelScheduler
 from edged.responder import Responder
+from edged.results import Identity
 from edged.routes import Route
 from edged.runner import Runner
 from edged.runtime import LoadedModel
@@ -38,9 +40,9 @@ class ModelWorkers:
     the model runs inline, else a scheduler and worker threads."""
 
     def __init__(self, model: LoadedModel, responder: Responder, hold: Callable[[Route], float],
-                 clock: Clock, niceness: int = 0) -> None:
+                 clock: Clock, niceness: int = 0, inline: bool = False) -> None:
         self.model = model
-        self.inline = model.inline
+        self.inline = inline
         self.scheduler: ModelScheduler[Job] = ModelScheduler()
         self.estimate = ServiceTimeEstimate(initial_s=max(model.typical_ms, 0.01) / 1000.0,
                                             clock=clock)
@@ -64,6 +66,11 @@ class ModelWorkers:
     @property
     def runners(self) -> list[Runner]:
         return [self.runner] if self.runner is not None else [w.runner for w in self.workers]
+
+    def open_chain(self, chain: tuple[LoadedModel, ...]) -> None:
+        """Each runner opens its chained models' sessions now, not on a message."""
+        for runner in self.runners:
+            runner.open_chain(chain)
 
     def start(self) -> None:
         for worker in self.workers:
@@ -117,12 +124,20 @@ class Pipeline:
             name = route.model.name
             if name not in self.models:
                 self.models[name] = ModelWorkers(route.model, responder, self.hold_s, clock,
-                                                 niceness)
+                                                 niceness, _inline(name, self.routes))
             cfg = route.config
             self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
                                                   cfg.priority)
+            self.models[name].open_chain(route.chain)
         self._route_model = {r.name: r.model.name for r in self.routes}
         self.accepting = True
+
+    def streams(self, route: str) -> dict[str, Any] | None:
+        """A route's audio streams and streaming stages, for the stats topic."""
+        for r in self.routes:
+            if r.name == route:
+                return r.describe_streams()
+        return None
 
     def queue_depth(self, route: str) -> int:
         model = self._route_model.get(route)  # None: a route a reload removed
@@ -141,6 +156,7 @@ class Pipeline:
         end = time.monotonic() + timeout
         for workers in self.models.values():
             for job in workers.stop(max(0.0, end - time.monotonic())):
+                job.route.skip(job.source, [job.seq])
                 self._responder.error(job.identity, job.message, "shutdown",
                                       "edged is shutting down; not run")
 
@@ -178,6 +194,7 @@ class Pipeline:
             self._responder.error(identity, message, BadInputError.reason,
                                   f"payload of {len(message.payload)} bytes is over the "
                                   f"route's max_payload_bytes of {limit}")
+            route.lost(message.topic)
             return
         try:
             due = self._deadline(route, message)
@@ -185,26 +202,48 @@ class Pipeline:
                       if route.windowers is not None else [None])
         except BadInputError as exc:
             self._responder.error(identity, message, exc.reason, str(exc))
+            route.lost(message.topic)
             return
+        if route.samples is not None:  # audio chunks
+            arrays = list(self._sample_windows(route, message, identity))
         if not arrays:
             return  # the window is still filling: nothing to run yet
+        seqs: list[int | None] = [None] * len(arrays)
+        if route.streaming is not None:  # number the windows of the stream
+            seqs = list(route.streaming.number(message.topic, len(arrays)))
         topic = self._responder.publish_topic(route.config.publish, route.name,
                                               route.model.name, message.topic)
+        jobs = [Job(route, message, identity, due, topic, array, seq)
+                for array, seq in zip(arrays, seqs, strict=True)]
         workers = self.models[route.model.name]
         if workers.runner is not None:  # inline: the runner checks the deadline at pickup
-            for array in arrays:
-                self._sink(workers.runner.run(Job(route, message, identity, due, topic, array)))
+            for job in jobs:
+                self._sink(workers.runner.run(job))
             return
-        refusal = self._refusal(route, workers, due)
-        probe = False
-        if refusal is not None:
-            if refusal.reason != "deadline" or not workers.estimate.probe_due():
-                self._sink(Refused(identity, message, refusal.reason, refusal.text,
-                                   due.budget_ms))
-                return
-            probe = True
-        for array in arrays:
-            self._enqueue(route, Job(route, message, identity, due, topic, array, probe))
+        # A streaming route's windows carry state that later windows need, so they are not
+        # refused for time; a result that ends up late is suppressed at the end.
+        if route.streaming is None:
+            refusal = self._refusal(route, workers, due)
+            if refusal is not None:
+                if refusal.reason != "deadline" or not workers.estimate.probe_due():
+                    self._sink(Refused(identity, message, refusal.reason, refusal.text,
+                                       due.budget_ms))
+                    return
+                jobs = [replace(job, probe=True) for job in jobs]
+        for job in jobs:
+            self._enqueue(route, job)
+
+    def _sample_windows(self, route: Route, message: Inbound,
+                        identity: Identity) -> list[Array]:
+        """An audio chunk's sample windows; a restart of its stream is reported."""
+        try:
+            windows, restarted = route.sample_windows(message)
+        except BadInputError as exc:
+            self._responder.error(identity, message, exc.reason, str(exc))
+            return []
+        if restarted is not None:
+            self._responder.error(identity, message, "gap", restarted)
+        return [w.array for w in windows]
 
     def _refusal(self, route: Route, workers: ModelWorkers,
                  due: Deadline) -> admission.Refusal | None:
@@ -224,6 +263,7 @@ class Pipeline:
     def _enqueue(self, route: Route, job: Job) -> None:
         scheduler = self.models[route.model.name].scheduler
         for evicted in scheduler.put(route.name, job):
+            evicted.route.skip(evicted.source, [evicted.seq])
             if scheduler.closed:
                 self._responder.error(evicted.identity, evicted.message, "shutdown",
                                       "edged is shutting down; not run")
@@ -257,7 +297,10 @@ class Pipeline:
             name = route.model.name
             if name not in models:
                 models[name] = self._reusable(name, route.model, routes) or ModelWorkers(
-                    route.model, self._responder, self.hold_s, self._clock, niceness)
+                    route.model, self._responder, self.hold_s, self._clock, niceness,
+                    _inline(name, routes))
+            if models[name] is not self.models.get(name):  # not yet started: safe to open
+                models[name].open_chain(route.chain)
         return models
 
     def replace(self, routes: Sequence[Route],
@@ -314,3 +357,10 @@ class Pipeline:
                     name, cfg.queue, cfg.queue_size, cfg.priority):
                 return None
         return current
+
+
+def _inline(name: str, routes: Sequence[Route]) -> bool:
+    """Whether model ``name`` runs on the MQTT thread: when it is inline itself and so is
+    every model chained after it (the runner runs a route's whole chain)."""
+    return all(r.model.inline and all(m.inline for m in r.chain)
+               for r in routes if r.model.name == name)

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from edged import results, topics
-from edged.job import Answer, Outcome
+from edged.job import Answer, Outcome, Several
 from edged.results import Identity, Timings
 from edged.stats import Stats
 from edged.transport import Transport
@@ -60,13 +60,16 @@ class Responder:
         self._error_rate = error_rate or RateLimit(rate=20.0, burst=50.0)
 
     def deliver(self, outcome: Outcome) -> None:
-        if isinstance(outcome, Answer):
+        if isinstance(outcome, Several):
+            for answer in outcome.answers:
+                self.deliver(answer)
+        elif isinstance(outcome, Answer):
             job = outcome.job
-            # The route's topic takes what nobody asked for directly, and an anomaly route's
-            # state changes: events for every listener, not answers to one requester.
+            # The route's topic takes what nobody asked for directly, and the events of an
+            # anomaly or phrase route: news for every listener, not answers to one requester.
             to_route = outcome.to_route and (
                 not job.message.response_topic or job.route.config.publish_answered
-                or job.route.anomaly is not None)
+                or job.route.anomaly is not None or job.route.phrase is not None)
             self.result(job.identity, job.message, job.publish_topic,
                         job.route.config.publish_qos, outcome.result, outcome.timings,
                         job.deadline.budget_ms, late=outcome.late, to_route=to_route)

@@ -3,6 +3,7 @@ the end. A worker thread owns one runner; so does the MQTT thread for a model ru
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +15,11 @@ from edged import admission
 from edged.errors import MessageError
 from edged.estimate import ServiceTimeEstimate
 from edged.image import Geometry
-from edged.job import Answer, Job, Outcome, Refused
+from edged.job import Answer, Job, Outcome, Refused, Several
 from edged.results import Timings
 from edged.routes import Route, handoff
 from edged.runtime import LoadedModel, Session
+from edged.streaming import ORDER_WAIT_S
 
 log = structlog.get_logger("edged.runner")
 Array = np.ndarray[Any, Any]
@@ -66,25 +68,31 @@ class Runner:
     def run(self, job: Job) -> Outcome:
         """The whole job, on the calling thread."""
         invoked = self.invoke(job)
-        return invoked if isinstance(invoked, Refused) else self.finish(invoked)
+        return self.finish(invoked) if isinstance(invoked, Invoked) else invoked
 
-    def invoke(self, job: Job) -> Invoked | Refused:
+    def invoke(self, job: Job) -> Invoked | Outcome:
         """The part of a job that holds the model: the check at pickup, the input tensor,
         the invoke (and the chain's). A pipelined worker starts the next job's invoke while
-        another thread finishes this one."""
+        another thread finishes this one. A refusal, or a streaming window (whose stages
+        run and finish in its topic's turn), comes back as the outcome itself."""
         start = self._clock()
         timings = Timings(queue=(start - job.message.received_mono) * 1000)
-        refusal = admission.at_pickup(start, job.deadline, queued_ms=timings.queue,
-                                      service_s=self._estimate.seconds,
-                                      hold_s=self._hold(job.route))
+        route = job.route
+        # A streaming window is never refused for time: later windows need its rows.
+        refusal = None if route.streaming is not None else admission.at_pickup(
+            start, job.deadline, queued_ms=timings.queue, service_s=self._estimate.seconds,
+            hold_s=self._hold(route))
         if refusal is not None and not (refusal.reason == "deadline" and job.probe):
             return Refused(job.identity, job.message, refusal.reason, refusal.text,
                            job.deadline.budget_ms, timings)
         try:
-            tensor, geometry = job.route.prepare(job.message.payload, job.array)
+            tensor, geometry = route.prepare(job.message.payload, job.array)
             t1 = self._clock()
-            outputs = self._invoke(job.route, tensor)
+            if route.streaming is not None:
+                return self._stream(job, tensor, geometry, timings, start, t1)
+            outputs = self._invoke(route, tensor)
         except MessageError as exc:
+            route.skip(job.source, [job.seq])
             return Refused(job.identity, job.message, exc.reason, str(exc),
                            job.deadline.budget_ms)
         t2 = self._clock()
@@ -120,12 +128,54 @@ class Runner:
         outputs = self.session.run(tensor)
         source = route.model
         for target in route.chain:
-            session = self._chain_sessions.get(target.name)
-            if session is None:  # this runner's own interpreter for each chained model
-                session = self._chain_sessions[target.name] = Session(target, worker=self.index)
-            outputs = session.run(handoff(outputs, source, target))
+            outputs = self._run_chained(target, handoff(outputs, source, target))
             source = target
         return outputs
+
+    def _run_chained(self, target: LoadedModel, tensor: Array) -> list[Array]:
+        session = self._chain_sessions.get(target.name)
+        if session is None:  # this runner's own interpreter for each chained model
+            session = self._chain_sessions[target.name] = Session(target, worker=self.index)
+        return session.run(tensor)
+
+    def open_chain(self, models: tuple[LoadedModel, ...]) -> None:
+        """Open and warm up this runner's sessions of chained models before it serves:
+        opened on the first message instead, they cost it (and the wake word it carries)
+        the interpreter's start and first invoke. Call before it serves."""
+        for target in models:
+            if target.name not in self._chain_sessions:
+                session = Session(target, worker=self.index)
+                with contextlib.suppress(MessageError):
+                    session.run(np.zeros(target.input.shape, target.input.dtype))
+                self._chain_sessions[target.name] = session
+
+    def _stream(self, job: Job, tensor: Array, geometry: Geometry | None, timings: Timings,
+                start: float, t1: float) -> Outcome:
+        """The first model on this window, then the stages whose windows it completes, in
+        the order of the topic's windows: a result for each time the last stage ran."""
+        streaming = job.route.streaming
+        assert streaming is not None and job.seq is not None
+        first = self.session.run(tensor)
+
+        def settle(finals: list[list[Array]]) -> list[tuple[dict[str, Any], bool]]:
+            return [job.route.finish(o, tensor, geometry, job.message) for o in finals]
+
+        results = streaming.advance(job.source, job.seq, first, self._run_chained, settle,
+                                    ORDER_WAIT_S)
+        end = self._clock()
+        self._track_backend()
+        self._estimate.add(end - start)
+        timings.preprocess = (t1 - start) * 1000
+        timings.invoke = (end - t1) * 1000
+        timings.total = (end - job.message.received_mono) * 1000
+        late = end > job.deadline.at - self._hold(job.route)
+        if results and late and job.route.config.on_late == "drop":
+            return Refused(
+                job.identity, job.message, "deadline",
+                f"result was ready {(end - job.due) * 1000:.1f} ms after its deadline of "
+                f"{job.deadline.budget_ms:.0f} ms; suppressed", job.deadline.budget_ms, timings)
+        return Several(tuple(Answer(job, result, timings, late=late, to_route=to_route)
+                             for result, to_route in results))
 
     def _track_backend(self) -> None:
         """After a switch between accelerator and CPU, old service times mislead."""

@@ -67,6 +67,9 @@ class Live(Protocol):
 
     def describe_models(self) -> dict[str, Any]: ...
 
+    def streams(self, route: str) -> dict[str, Any] | None:
+        """A route's audio streams and streaming stages (topics, restarts), if it has any."""
+
 
 class Idle:
     """No pipeline: nothing queued, no models."""
@@ -76,6 +79,9 @@ class Idle:
 
     def describe_models(self) -> dict[str, Any]:
         return {}
+
+    def streams(self, route: str) -> dict[str, Any] | None:
+        return None
 
 
 class Stats:
@@ -170,6 +176,9 @@ class Stats:
                 "total_ms": {"p50": percentile(recent, 0.5), "p90": percentile(recent, 0.9),
                              "p99": percentile(recent, 0.99)},
             }
+            streams = live.streams(name)
+            if streams is not None:
+                routes[name]["streams"] = streams
         return {"uptime_s": round(time.monotonic() - self._started, 1),
                 "totals": self.totals(), "routes": routes,
                 "models": live.describe_models()}

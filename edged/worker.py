@@ -96,8 +96,8 @@ class Worker(threading.Thread):
             self._invoking = 1
             try:
                 invoked = self.runner.invoke(job)
-                if isinstance(invoked, Refused):
-                    self._sink(invoked)
+                if not isinstance(invoked, Invoked):
+                    self._sink(invoked)  # refused, or a streaming window done in its turn
                 elif self._finishing is not None:
                     self._finishing.put(invoked)
                 else:
@@ -120,6 +120,7 @@ class Worker(threading.Thread):
 
     def _failed(self, job: Job) -> None:
         log.exception("unexpected error in worker", route=job.route.name)
+        job.route.skip(job.source, [job.seq])
         try:
             self._sink(Refused(job.identity, job.message, "internal_error",
                                "edged failed to process this message; see its log"))

@@ -20,6 +20,16 @@ if ! command -v tmux >/dev/null 2>&1; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
 fi
+# espeak-ng speaks and sox resamples the audio the wake-word tests stream.
+missing_audio=()
+for tool in espeak-ng sox; do
+    command -v "$tool" >/dev/null 2>&1 || missing_audio+=("$tool")
+done
+if [ "${#missing_audio[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing_audio[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_audio[@]}" >/dev/null
+fi
 if ! "$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1; then
     echo "setup: installing python3-venv" >&2
     as_root apt-get update -qq
@@ -31,6 +41,32 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+
+# openWakeWord 0.5.1 is the last wheel that ships its models (melspectrogram, embedding and
+# per-phrase classifiers, as .tflite and .onnx). The wheel is fetched once into a cache,
+# its .tflite files are unzipped for the tests and benchmarks, and the package itself goes
+# into the test venv as the reference pipeline. edged never fetches anything at run time.
+OWW_VERSION=0.5.1
+OWW_WHEEL=".cache/wheels/openwakeword-$OWW_VERSION-py3-none-any.whl"
+OWW_MODELS=.cache/models/openwakeword
+if [ ! -f "$OWW_WHEEL" ]; then
+    .venv/bin/python -m pip download -q --no-deps "openwakeword==$OWW_VERSION" -d .cache/wheels
+fi
+if [ ! -f "$OWW_MODELS/hey_jarvis_v0.1.tflite" ]; then
+    mkdir -p "$OWW_MODELS"
+    .venv/bin/python - "$OWW_WHEEL" "$OWW_MODELS" <<'PY'
+import sys, zipfile
+from pathlib import Path
+wheel, out = sys.argv[1], Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith("openwakeword/resources/models/") and name.endswith(".tflite"):
+            (out / Path(name).name).write_bytes(z.read(name))
+PY
+fi
+if ! .venv/bin/python -m pip show -q openwakeword >/dev/null 2>&1; then
+    .venv/bin/python -m pip install -q --no-deps "$OWW_WHEEL"
+fi
 
 legacy_python() {
     # tflite-runtime 2.14 is built against NumPy 1.x and has no wheels past Python 3.11.

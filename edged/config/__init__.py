@@ -7,9 +7,16 @@ them (nested with ``__``, e.g. ``EDGED_MQTT__PORT=1884``).
 
 
 from edged.config.base import Section
-from edged.config.model import AnomalyConfig, ModelConfig
+from edged.config.model import AnomalyConfig, ModelConfig, PhraseConfig
 from edged.config.mqtt import MqttConfig, TlsConfig
-from edged.config.route import IMAGE_FORMATS, InputConfig, RouteConfig, WindowConfig
+from edged.config.route import (
+    IMAGE_FORMATS,
+    ChainLink,
+    InputConfig,
+    RouteConfig,
+    StageWindow,
+    WindowConfig,
+)
 from edged.config.service import DiscoveryConfig, LoggingConfig, MetricsConfig, OutboxConfig
 from edged.config.settings import (
     DEFAULT_CONFIG_PATH,
@@ -25,6 +32,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "RESTART_ONLY",
     "AnomalyConfig",
+    "ChainLink",
     "DiscoveryConfig",
     "InputConfig",
     "LoggingConfig",
@@ -32,9 +40,11 @@ __all__ = [
     "ModelConfig",
     "MqttConfig",
     "OutboxConfig",
+    "PhraseConfig",
     "RouteConfig",
     "Section",
     "Settings",
+    "StageWindow",
     "TlsConfig",
     "WindowConfig",
     "load_settings",

@@ -37,14 +37,36 @@ class AnomalyConfig(Section):
         return self
 
 
+class PhraseConfig(Section):
+    """When a one-phrase detector (a wake word) has heard its phrase."""
+
+    threshold: float = Field(0.5, description="the score at or above which it is heard")
+    hysteresis: float = Field(
+        0.0, ge=0, description="heard again only after the score fell this far below the "
+        "threshold, so one utterance scored above it for several frames is one event"
+    )
+    refractory_ms: float = Field(
+        0.0, ge=0, le=3_600_000, description="after an event, no other on the same topic "
+        "for this long"
+    )
+    label: str | None = Field(None, min_length=1, description="the phrase's name in events; "
+                              "default: the model's name")
+    max_topics: int = Field(1000, ge=1, le=1_000_000, description="source topics tracked")
+
+
 class ModelConfig(Section):
     path: Path = Field(description=".tflite file; relative paths resolve from the config's folder")
     labels: Path | None = Field(None, description="text file with one label per line")
     workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
     num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")
-    postprocess: Literal["classification", "detection", "anomaly", "raw"] = Field(
+    postprocess: Literal["classification", "detection", "anomaly", "raw", "phrase"] = Field(
         "classification", description="how outputs become the result: top-k labels, boxes, "
-        "an anomaly state, or the raw tensors"
+        "an anomaly state, the raw tensors, or (phrase) a one-phrase detector's score, "
+        "published as an event when it crosses phrase.threshold"
+    )
+    input_shape: tuple[int, ...] | None = Field(
+        None, min_length=1, max_length=8, description="resize a model with a dynamic input "
+        "(shape signature -1) to this shape before allocating it"
     )
     top_k: int = Field(3, ge=1, le=1000, description="labels reported by classification")
     threshold: float | None = Field(
@@ -59,6 +81,9 @@ class ModelConfig(Section):
     )
     anomaly: AnomalyConfig | None = Field(
         None, description="anomaly: how the score is read and when it is anomalous"
+    )
+    phrase: PhraseConfig | None = Field(
+        None, description="phrase: threshold, hysteresis and refractory time of the events"
     )
     delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = Field(
         "auto", description="auto: the Edge TPU for a model compiled for it, else the CPU "
@@ -142,6 +167,10 @@ class ModelConfig(Section):
             raise ValueError("delegate cpu takes no library, options or fallback_model")
         if "device" in self.options and (self.device or self.devices):
             raise ValueError("give the Edge TPU device once: device/devices or options.device")
+        if self.phrase is not None and self.postprocess != "phrase":
+            raise ValueError("a phrase section applies only to postprocess phrase")
+        if self.input_shape is not None and any(d < 1 for d in self.input_shape):
+            raise ValueError(f"input_shape {list(self.input_shape)} needs positive sizes")
         if self.retry_min_s > self.retry_max_s:
             raise ValueError("retry_min_s is over retry_max_s")
         return self

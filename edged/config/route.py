@@ -15,11 +15,13 @@ from edged.config.base import Section
 
 IMAGE_FORMATS = ("jpeg", "png", "image")
 _IMAGE_KEYS = ("base64_field", "resize", "mean", "std", "max_pixels", "pad_value")
+_PCM_KEYS = ("sample_rate", "channels", "dtype")
 
 
 class InputConfig(Section):
-    format: Literal["raw", "npy", "json", "jpeg", "png", "image"] = Field(
-        "raw", description="image: JPEG or PNG, told apart by their first bytes"
+    format: Literal["raw", "npy", "json", "jpeg", "png", "image", "pcm"] = Field(
+        "raw", description="image: JPEG or PNG, told apart by their first bytes; pcm: "
+        "audio samples (or a WAV file), any number per message"
     )
     field: str = Field("data", description="json: the key holding the array in an object")
     max_payload_bytes: int = Field(
@@ -46,6 +48,11 @@ class InputConfig(Section):
         description="frames declaring more pixels are refused before decoding",
     )
     pad_value: int = Field(0, ge=0, le=255, description="letterbox: grey level of the bars")
+    sample_rate: int = Field(16000, ge=1000, le=384_000, description="pcm: samples a second")
+    channels: int = Field(1, ge=1, le=32, description="pcm: interleaved channels")
+    dtype: Literal["int16", "float32"] = Field(
+        "int16", description="pcm: little-endian 16-bit integers, or 32-bit floats"
+    )
 
     @field_validator("std")
     @classmethod
@@ -61,13 +68,28 @@ class InputConfig(Section):
             verb = "applies" if len(stray) == 1 else "apply"
             raise ValueError(f"{', '.join(stray)} {verb} only to the formats jpeg, png and "
                              f"image, not {self.format!r}")
+        stray = [k for k in _PCM_KEYS if k in self.model_fields_set]
+        if stray and self.format != "pcm":
+            verb = "applies" if len(stray) == 1 else "apply"
+            raise ValueError(f"{', '.join(stray)} {verb} only to the format pcm, "
+                             f"not {self.format!r}")
         return self
 
 
 class WindowConfig(Section):
-    size: int = Field(ge=1, le=1_000_000, description="readings in one model input")
+    size: int | None = Field(
+        None, ge=1, le=10_000_000, description="readings (pcm: samples) in one model input"
+    )
     hop: int | None = Field(
         None, ge=1, description="readings between windows: size (default) tumbles, less slides"
+    )
+    size_ms: float | None = Field(
+        None, gt=0, le=600_000, description="pcm: the window's length in ms instead of size"
+    )
+    hop_ms: float | None = Field(None, gt=0, le=600_000, description="pcm: hop in ms")
+    fill: float | None = Field(
+        None, description="the window starts full of this value, so the first input comes "
+        "after hop samples (openWakeWord's buffers do this); unset: after size"
     )
     fields: tuple[str, ...] | None = Field(
         None, min_length=1, max_length=1024,
@@ -85,9 +107,48 @@ class WindowConfig(Section):
 
     @model_validator(mode="after")
     def _hop_fits(self) -> WindowConfig:
-        if self.hop is not None and self.hop > self.size:
+        if (self.size is None) == (self.size_ms is None):
+            raise ValueError("set size (readings) or size_ms (pcm), exactly one of them")
+        if self.hop is not None and self.hop_ms is not None:
+            raise ValueError("set hop or hop_ms, not both")
+        if self.size is not None and self.hop is not None and self.hop > self.size:
             raise ValueError(f"hop {self.hop} is over size {self.size}: readings would be lost")
         return self
+
+    def in_samples(self, sample_rate: float) -> tuple[int, int]:
+        """(size, hop) in readings, the ms settings turned into samples at ``sample_rate``."""
+        size = self.size if self.size is not None else round((self.size_ms or 0) *
+                                                               sample_rate / 1000)
+        hop = self.hop if self.hop is not None else (
+            round(self.hop_ms * sample_rate / 1000) if self.hop_ms is not None else size)
+        return size, hop
+
+
+class StageWindow(Section):
+    size: int = Field(ge=1, le=100_000, description="rows of the previous stage's output in "
+                      "one input of this stage")
+    hop: int | None = Field(None, ge=1, description="new rows between runs; default size")
+    fill: float | None = Field(
+        None, description="the window starts full of this value (first run after hop rows)"
+    )
+
+    @model_validator(mode="after")
+    def _hop_fits(self) -> StageWindow:
+        if self.hop is not None and self.hop > self.size:
+            raise ValueError(f"hop {self.hop} is over size {self.size}: rows would be lost")
+        return self
+
+
+class ChainLink(Section):
+    """A chained model with its own window over the rows the previous stage outputs."""
+
+    model: str
+    window: StageWindow | None = Field(
+        None, description="run each time hop new rows complete a window of size rows, per "
+        "source topic; unset: run once on each output of the previous stage"
+    )
+    scale: float = Field(1.0, description="the previous stage's values times scale ...")
+    offset: float = Field(0.0, description="... plus offset, before this stage takes them")
 
 
 class RouteConfig(Section):
@@ -97,9 +158,10 @@ class RouteConfig(Section):
     )
     subscribe: str = Field(description="MQTT filter; wildcards and $share/GROUP/ allowed")
     model: str = Field(description="the name of a model under `models`")
-    chain: tuple[str, ...] = Field(
+    chain: tuple[str | ChainLink, ...] = Field(
         (), max_length=8, description="models run after `model`, each fed the previous one's "
-        "output (e.g. a feature extractor, then a classifier); one deadline for the whole chain"
+        "output (e.g. a feature extractor, then a classifier); one deadline for the whole "
+        "chain. An entry is a model name, or {model, window, scale, offset}"
     )
     input: InputConfig = Field(InputConfig(), description="how payloads become model inputs")
     publish: str = Field(
@@ -145,6 +207,38 @@ class RouteConfig(Section):
     window: WindowConfig | None = Field(
         None, description="build each model input from a stream of readings per topic"
     )
+
+    @property
+    def chain_models(self) -> tuple[str, ...]:
+        """The names of the chained models, in order."""
+        return tuple(c if isinstance(c, str) else c.model for c in self.chain)
+
+    @property
+    def chain_links(self) -> tuple[ChainLink, ...]:
+        """Every chain entry as a link (a bare name: no window, no scaling)."""
+        return tuple(ChainLink(model=c) if isinstance(c, str) else c for c in self.chain)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a chain link keeps a window: its stages keep state per source topic."""
+        return any(link.window is not None for link in self.chain_links)
+
+    @model_validator(mode="after")
+    def _audio_needs_a_window(self) -> RouteConfig:
+        w = self.window
+        if self.input.format == "pcm" and w is None:
+            raise ValueError("input format pcm needs a window: its size is the model's input")
+        if w is not None and self.input.format != "pcm" and (
+                w.size_ms is not None or w.hop_ms is not None or w.fill is not None):
+            raise ValueError("size_ms, hop_ms and fill apply only to input format pcm")
+        if w is not None and w.fields is not None and self.input.format == "pcm":
+            raise ValueError("window.fields applies to JSON readings, not pcm")
+        if w is not None:
+            size, hop = w.in_samples(self.input.sample_rate)
+            if size < 1 or hop < 1 or hop > size:
+                raise ValueError(f"window of {size} samples with hop {hop}: need 1 <= hop "
+                                 "<= size")
+        return self
 
     @field_validator("subscribe")
     @classmethod

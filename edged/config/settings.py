@@ -92,7 +92,7 @@ class Settings(BaseSettings):
             if route.name in names:
                 raise ValueError(f"route name {route.name!r} is used twice")
             names.add(route.name)
-            for model in (route.model, *route.chain):
+            for model in (route.model, *route.chain_models):
                 if model not in self.models:
                     known = ", ".join(sorted(self.models)) or "none are configured"
                     raise ValueError(

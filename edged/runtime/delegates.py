@@ -50,6 +50,8 @@ class EngineSpec:
     delegate: DelegateSpec | None = None
     isolation: str = "thread"
     role: str = "primary"  # primary | fallback
+    input_shape: tuple[int, ...] | None = None
+    """Resize a dynamic input to this before allocating (``input_shape`` in the config)."""
 
     @property
     def name(self) -> str:
@@ -102,7 +104,8 @@ def plan_for(name: str, config: ModelConfig) -> Plan:
             "or point path at the model as it was before edgetpu_compiler"
         )
     primaries = tuple(
-        EngineSpec(config.path, config.num_threads, delegate, config.isolation)
+        EngineSpec(config.path, config.num_threads, delegate, config.isolation,
+                   input_shape=config.input_shape)
         for delegate in _delegates(kind, config)
     )
     return Plan(primaries, _fallback(config, kind, compiled), compiled)
@@ -125,8 +128,10 @@ def _fallback(config: ModelConfig, kind: str, compiled: bool) -> EngineSpec | No
     if kind == "cpu" or not config.fallback:
         return None
     if config.fallback_model is not None:
-        return EngineSpec(config.fallback_model, config.num_threads, role="fallback")
+        return EngineSpec(config.fallback_model, config.num_threads, role="fallback",
+                          input_shape=config.input_shape)
     if compiled:  # the TPU program cannot run anywhere else
         return None
-    return EngineSpec(config.path, config.num_threads, role="fallback")
+    return EngineSpec(config.path, config.num_threads, role="fallback",
+                      input_shape=config.input_shape)
 

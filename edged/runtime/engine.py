@@ -73,6 +73,8 @@ def new_interpreter(backend: Backend, spec: EngineSpec) -> Any:
             model_path=str(spec.model_path), num_threads=spec.num_threads,
             experimental_delegates=delegates,
         )
+        if spec.input_shape is not None:
+            _resize_input(interpreter, spec.input_shape)
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         if spec.delegate is None:
@@ -82,6 +84,18 @@ def new_interpreter(backend: Backend, spec: EngineSpec) -> Any:
             f"interpreter for {spec.model_path} failed with it: {str(exc).strip()}"
         ) from exc
     return interpreter
+
+
+def _resize_input(interpreter: Any, shape: tuple[int, ...]) -> None:
+    """Give a dynamic input (shape signature -1) the configured shape; a fixed input must
+    already have it."""
+    detail = interpreter.get_input_details()[0]
+    signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+    if len(signature) != len(shape) or any(s not in (-1, d) for s, d in zip(signature, shape,
+                                                                            strict=False)):
+        raise ValueError(f"input_shape {list(shape)} does not fit the model's input "
+                         f"signature {signature} (-1: any size)")
+    interpreter.resize_tensor_input(detail["index"], list(shape), strict=True)
 
 
 class InlineEngine:

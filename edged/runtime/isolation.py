@@ -151,6 +151,7 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
 def _spec_to_json(spec: EngineSpec) -> dict[str, Any]:
     d = spec.delegate
     return {"model_path": str(spec.model_path), "num_threads": spec.num_threads,
+            "input_shape": None if spec.input_shape is None else list(spec.input_shape),
             "delegate": None if d is None else
             {"kind": d.kind, "library": d.library, "options": [list(o) for o in d.options]}}
 
@@ -160,7 +161,9 @@ def _spec_from_args(text: str) -> EngineSpec:
     d = raw["delegate"]
     delegate = None if d is None else DelegateSpec(
         d["kind"], d["library"], tuple((k, v) for k, v in d["options"]))
-    return EngineSpec(Path(raw["model_path"]), int(raw["num_threads"]), delegate)
+    shape = raw.get("input_shape")
+    return EngineSpec(Path(raw["model_path"]), int(raw["num_threads"]), delegate,
+                      input_shape=None if shape is None else tuple(shape))
 
 
 def _tensor_json(t: TensorSpec) -> dict[str, Any]:

@@ -61,7 +61,8 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         if self.plan is None:  # built by hand (tests): the CPU, no fallback
-            spec = EngineSpec(self.config.path, self.config.num_threads)
+            spec = EngineSpec(self.config.path, self.config.num_threads,
+                              input_shape=self.config.input_shape)
             object.__setattr__(self, "plan", Plan((spec,), None, False))
         if self.typical_ms < 0:
             object.__setattr__(self, "typical_ms", self.warmup_ms)
