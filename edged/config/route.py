@@ -142,7 +142,7 @@ class StageWindow(Section):
 class ChainLink(Section):
     """A chained model with its own window over the rows the previous stage outputs."""
 
-    model: str
+    model: str = Field(description="the name of a model under `models`")
     window: StageWindow | None = Field(
         None, description="run each time hop new rows complete a window of size rows, per "
         "source topic; unset: run once on each output of the previous stage"

@@ -369,7 +369,10 @@ class MqttClient:
         keepalive = self._config.keepalive_s
         if self._ping_sent is not None and now - self._ping_sent > keepalive:
             raise LinkClosed(f"no answer to a ping within the keep-alive of {keepalive} s")
-        if self._ping_sent is None and now - link.last_write >= keepalive * 0.75:
+        # A ping when edged has been quiet, as the keep-alive asks, and when the broker has:
+        # a broker that stopped answering while edged kept writing shows only this way.
+        if self._ping_sent is None and (now - link.last_write >= keepalive * 0.75
+                                        or now - link.last_read >= keepalive * 0.75):
             link.send(packets.PINGREQ)
             self._ping_sent = now
         if self.wayback.due(now):

@@ -40,7 +40,7 @@ class Link:
         self._lock = threading.Lock()
         self._out = bytearray()
         self._out_since = 0.0  # when the oldest unsent byte was queued (monotonic s)
-        self.last_write = time.monotonic()
+        self.last_write = self.last_read = time.monotonic()
         self.wake: Callable[[], None] = lambda: None
         """Called when bytes from another thread wait for the MQTT thread to send them."""
 
@@ -91,6 +91,7 @@ class Link:
                 raise LinkClosed(f"{type(exc).__name__}: {exc}") from exc
             if not data:
                 raise LinkClosed("the broker closed the connection")
+            self.last_read = time.monotonic()
             try:
                 out += self.decoder.feed(data)
             except packets.MalformedPacket as exc:

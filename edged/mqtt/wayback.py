@@ -22,6 +22,7 @@ BURST = 3
 NAGLE_GAP_S = 0.020  # the last probe of a burst this much slower than the first one
 NAGLE_WINDOW = 30  # bursts remembered for it: the delay shows on a fresh or busy connection,
                   # not on every burst (an idle receiver acknowledges at once)
+MAX_TRIP_S = 10.0
 _FORMAT = struct.Struct(">IId")  # burst, index in burst, send time (monotonic s)
 
 
@@ -72,8 +73,8 @@ class WayBack:
             burst, index, sent = _FORMAT.unpack(payload)
         except struct.error:
             return  # not one of ours (someone else published on the probe topic)
-        if not 0 <= now - sent < 3600:
-            return
+        if not 0 <= now - sent < MAX_TRIP_S:
+            return  # not a way back but an outage (a frozen broker): the keep-alive's matter
         trip = now - sent
         self.returned += 1
         self._last_return = now
