@@ -22,7 +22,8 @@ from edged.mqtt import packets
 from edged.mqtt.packets import ConnAck, Decoder, Packet
 
 READ_CHUNK = 256 * 1024
-READ_BUDGET = 4 * 1024 * 1024  # bytes read in one pass before answers are written
+READ_BUDGET = READ_CHUNK  # read in one pass before the answers so far are written: a backlog
+# read whole would hold back the answers of its first messages until its last one ran
 
 
 class LinkClosed(Exception):
