@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edged.delivery import Pending, Tracker
 
@@ -84,3 +86,38 @@ def test_an_old_unmatched_acknowledgement_does_not_match_a_later_publish() -> No
     clock.now += 60.0  # message ids have wrapped since
     assert tracker.sent(7, pending(clock, qos=1)) is False
     assert tracker.outstanding() == 1
+
+
+events = st.lists(st.one_of(
+    st.tuples(st.just("sent"), st.integers(1, 6), st.integers(0, 1), st.booleans()),
+    st.tuples(st.just("acked"), st.integers(1, 6), st.just(0), st.just(False)),
+    st.tuples(st.just("lost"), st.just(0), st.just(0), st.just(False)),
+), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events)
+def test_outstanding_counts_equal_a_recount(steps: list[tuple[str, int, int, bool]]) -> None:
+    clock = Clock()
+    tracker = Tracker(clock)
+    pending: dict[int, tuple[int, bool]] = {}  # mid -> (qos, delivers an outbox entry)
+    early: set[int] = set()  # acknowledgements that came before their record
+    for op, mid, qos, entry in steps:
+        clock.now += 0.01
+        if op == "sent" and mid not in pending:  # paho never reuses an id in flight
+            record = Pending("t", qos, entry_id=mid if entry else None, sent_at=clock.now)
+            assert tracker.sent(mid, record) is (mid in early)
+            if mid in early:
+                early.discard(mid)
+            else:
+                pending[mid] = (qos, entry)
+        elif op == "acked":
+            assert (tracker.acked(mid) is not None) is (mid in pending)
+            if pending.pop(mid, None) is None:
+                early.add(mid)
+        elif op == "lost":
+            tracker.connection_lost()
+            pending = {m: p for m, p in pending.items() if p[0] > 0}
+            early.clear()
+        assert tracker.outstanding() == sum(1 for q, _ in pending.values() if q > 0)
+        assert tracker.in_flight_entries() == sum(1 for _, e in pending.values() if e)
