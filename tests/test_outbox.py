@@ -286,4 +286,4 @@ class OutboxCounts(RuleBasedStateMachine):
 
 
 TestOutboxCounts = OutboxCounts.TestCase
-TestOutboxCounts.settings = settings(max_examples=60, stateful_step_count=30)
+TestOutboxCounts.settings = settings(max_examples=40, stateful_step_count=25)

@@ -246,7 +246,7 @@ operations = st.lists(st.one_of(
 ), max_size=60)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["fifo", "latest", "edf"]), st.sampled_from(["fifo", "latest", "edf"]),
        st.integers(1, 4), st.integers(0, 1), operations)
 def test_scheduler_counts_equal_a_recount(policy_a: str, policy_b: str, size: int,

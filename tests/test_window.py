@@ -224,7 +224,7 @@ def test_windows_never_span_a_gap(size_hop: tuple[int, int],
         n += k
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(1, 3), st.lists(st.tuples(st.sampled_from("abcd"), st.booleans()),
                                    max_size=60))
 def test_topic_counters_equal_a_recount(max_topics: int,
