@@ -18,7 +18,8 @@ DEMO_PACKAGES=(
 )
 TEST_PACKAGES=(
     gcc libc6-dev         # tests/delegates/*.c: the external-delegate stand-ins
-    systemd               # systemd-analyze verify of systemd/edged.service
+    systemd procps        # systemd-analyze verify of systemd/edged.service (and the
+                          # /bin/kill of its ExecReload, which verify looks for)
     debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests

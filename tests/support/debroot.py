@@ -15,8 +15,8 @@ from pathlib import Path
 MIRROR = os.environ.get("EDGED_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 CACHE_MAX_AGE_S = 7 * 24 * 3600  # older roots are made afresh, with that week's packages
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-       "DEBIAN_FRONTEND": "noninteractive"}
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+       "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 PROXIES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
 
