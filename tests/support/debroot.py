@@ -1,6 +1,9 @@
 """A fresh Debian 12 root to install edged's .deb into, as on a box: made by debootstrap
 (minbase, plus systemd for ``systemd-analyze``) from the Debian registry, cached as a
-tarball between runs, unpacked afresh for each test and entered with chroot."""
+tarball between runs, unpacked afresh for each test and entered with chroot.
+
+``TEST_CACHE_DIR`` moves the cache (default ~/.cache/edged-tests), ``TEST_DEBIAN_MIRROR``
+the mirror (not EDGED_ names: the tests clear those from the environment)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-MIRROR = os.environ.get("EDGED_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+MIRROR = os.environ.get("TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 CACHE_MAX_AGE_S = 7 * 24 * 3600  # older roots are made afresh, with that week's packages
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -22,7 +26,7 @@ PROXIES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
 
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(os.environ.get("EDGED_TEST_CACHE", Path(base) / "edged-tests"))
+    return Path(os.environ.get("TEST_CACHE_DIR", Path(base) / "edged-tests"))
 
 
 def _arch() -> str:
@@ -36,15 +40,15 @@ def cached_tarball(debootstrap: str) -> Path:
     if tarball.exists() and time.time() - tarball.stat().st_mtime < CACHE_MAX_AGE_S:
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(str(tarball) + ".making")
-    shutil.rmtree(work, ignore_errors=True)
+    # Names of this run's own: test runs of other checkouts may share the cache.
+    work = Path(tempfile.mkdtemp(prefix="making-", dir=tarball.parent))
     try:
         subprocess.run([debootstrap, "--variant=minbase", "--include=systemd", SUITE,
-                        str(work), MIRROR], check=True, capture_output=True, text=True,
-                       timeout=1800)
-        subprocess.run(["tar", "--numeric-owner", "-C", str(work), "-cf",
-                        f"{tarball}.part", "."], check=True, timeout=600)
-        os.replace(f"{tarball}.part", tarball)
+                        str(work / "root"), MIRROR], check=True, capture_output=True,
+                       text=True, timeout=1800)
+        subprocess.run(["tar", "--numeric-owner", "-C", str(work / "root"), "-cf",
+                        str(work / "root.tar"), "."], check=True, timeout=600)
+        os.replace(work / "root.tar", tarball)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return tarball
