@@ -28,13 +28,21 @@ Entry = tuple[int, Outbound]
 
 
 def _size(message: Outbound) -> int:
-    return len(message.payload) + len(message.topic) + len(message.correlation_data or b"")
+    """The bytes an entry holds: payload, topic (UTF-8) and correlation data."""
+    return (len(message.payload) + len(message.topic.encode())
+            + len(message.correlation_data or b""))
+
+
+# The same measure in SQL, used both to count a spool found at start and to take an entry
+# out of the count: LENGTH of a BLOB is its bytes (of TEXT, its characters up to a NUL).
+_SIZE_SQL = ("LENGTH(payload) + LENGTH(CAST(topic AS BLOB)) "
+             "+ COALESCE(LENGTH(correlation), 0)")
 
 
 class Store(Protocol):
     def add(self, message: Outbound) -> int: ...
     def oldest(self, count: int, skip: set[int]) -> list[Entry]: ...
-    def remove(self, entry_id: int) -> None: ...
+    def remove(self, entry_id: int) -> bool: ...
     def evict_oldest(self, skip: set[int]) -> bool: ...
     def count(self) -> int: ...
     def size(self) -> int: ...
@@ -64,10 +72,12 @@ class MemoryStore:
                 out.append((entry_id, message))
         return out
 
-    def remove(self, entry_id: int) -> None:
+    def remove(self, entry_id: int) -> bool:
         message = self._entries.pop(entry_id, None)
-        if message is not None:
-            self._bytes -= _size(message)
+        if message is None:
+            return False
+        self._bytes -= _size(message)
+        return True
 
     def evict_oldest(self, skip: set[int]) -> bool:
         victim = next((i for i in self._entries if i not in skip), None)
@@ -104,7 +114,7 @@ class SqliteStore:
         )
         self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._bytes = int(self._db.execute(
-            "SELECT COALESCE(SUM(LENGTH(payload) + LENGTH(topic)), 0) FROM outbox"
+            f"SELECT COALESCE(SUM({_SIZE_SQL}), 0) FROM outbox"
         ).fetchone()[0])
 
     def add(self, message: Outbound) -> int:
@@ -128,14 +138,16 @@ class SqliteStore:
                for r in rows if r[0] not in skip]
         return out[:count]
 
-    def remove(self, entry_id: int) -> None:
+    def remove(self, entry_id: int) -> bool:
         # No DELETE ... RETURNING: it needs SQLite 3.35, newer than some boxes have.
-        row = self._db.execute("SELECT LENGTH(payload) + LENGTH(topic) FROM outbox "
-                               "WHERE id = ?", (entry_id,)).fetchone()
-        if row is not None:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-            self._count -= 1
-            self._bytes -= int(row[0])
+        row = self._db.execute(f"SELECT {_SIZE_SQL} FROM outbox WHERE id = ?",
+                               (entry_id,)).fetchone()
+        if row is None:
+            return False
+        self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+        self._count -= 1
+        self._bytes -= int(row[0])
+        return True
 
     def evict_oldest(self, skip: set[int]) -> bool:
         for entry_id, _ in self.oldest(1, skip):
@@ -203,9 +215,10 @@ class Outbox:
         """The broker has the entry: forget it."""
         with self._lock:
             self._handed.discard(entry_id)
-            self._store.remove(entry_id)
-            self.delivered += 1
-            self._recent_drops.clear()
+            # A second acknowledgement of one entry delivers nothing more.
+            if self._store.remove(entry_id):
+                self.delivered += 1
+                self._recent_drops.clear()
 
     def release(self, entry_ids: list[int]) -> None:
         """Entries handed out but not delivered (publish failed): offer them again."""

@@ -152,6 +152,7 @@ class Windowers:
         self._lock = threading.Lock()
         self.forgotten = 0
         """Topics dropped to stay within max_topics (for stats)."""
+        self._resets_of_forgotten = 0  # a forgotten topic's resets still happened
 
     def push(self, topic: str, readings: Array, at: float) -> list[Window]:
         """Add one message's readings from ``topic``; return the windows they complete."""
@@ -161,7 +162,8 @@ class Windowers:
                 windower = Windower(*self._args)
                 self._by_topic[topic] = windower
                 if len(self._by_topic) > self._max_topics:
-                    self._by_topic.popitem(last=False)
+                    _, dropped = self._by_topic.popitem(last=False)
+                    self._resets_of_forgotten += dropped.resets
                     self.forgotten += 1
             else:
                 self._by_topic.move_to_end(topic)
@@ -169,8 +171,10 @@ class Windowers:
 
     @property
     def resets(self) -> int:
+        """Gaps that started a window afresh, on every topic ever heard: a total that only
+        grows, including the topics forgotten since."""
         with self._lock:
-            return sum(w.resets for w in self._by_topic.values())
+            return self._resets_of_forgotten + sum(w.resets for w in self._by_topic.values())
 
     def __len__(self) -> int:
         with self._lock:

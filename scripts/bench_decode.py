@@ -30,6 +30,7 @@ against simplejpeg's 1 MB.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import statistics
 import time
@@ -58,7 +59,8 @@ def synthetic_frame(width: int, height: int, seed: int = 0) -> Array:
         mask = (x - cx) ** 2 + (y - cy) ** 2 < r * r
         img[mask] = rng.uniform(0, 255, size=3)
     img += rng.normal(0, 6, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    frame: Array = np.clip(img, 0, 255).astype(np.uint8)
+    return frame
 
 
 def encode_jpeg(rgb: Array) -> bytes:
@@ -180,7 +182,7 @@ def main() -> None:
             print(f"{name:16} not available: {type(exc).__name__}: {exc}")
             continue
         for step, fn in steps.items():
-            cells = [f"{median_ms(lambda fn=fn, d=d: fn(d), args.repeat):<12.3f}"
+            cells = [f"{median_ms(functools.partial(fn, d), args.repeat):<12.3f}"
                      for d in frames.values()]
             print(f"{name:16} {step:14} " + " ".join(cells))
     sizes = ", ".join(f"{w}x{h}: {len(d) / 1024:.1f} KiB" for (w, h), d in frames.items())

@@ -175,7 +175,8 @@ def quantize_input(x: FloatArray, detail: dict[str, Any]) -> npt.NDArray[Any]:
     scale, zero_point = detail["quantization"]
     info = np.iinfo(detail["dtype"])
     q = np.round(x / scale + zero_point)
-    return np.clip(q, info.min, info.max).astype(detail["dtype"])
+    quantized: npt.NDArray[Any] = np.clip(q, info.min, info.max).astype(detail["dtype"])
+    return quantized
 
 
 def tflite_predict(model_path: Path, x: FloatArray) -> IntArray:

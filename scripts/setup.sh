@@ -1,39 +1,54 @@
 #!/usr/bin/env bash
 # Install what edged's demo and tests need on a Debian/Ubuntu machine, idempotently:
 #   scripts/setup.sh          mosquitto + .venv (edged with ai-edge-litert, test and dev tools)
-#   scripts/setup.sh legacy   also .venv-legacy (tflite-runtime with numpy<2), for the
-#                             tests that keep the legacy runtime supported
+#   scripts/setup.sh test     also every tool the tests use (TEST_PACKAGES below) and
+#                             .venv-legacy: what scripts/test.sh needs
+#   scripts/setup.sh legacy   .venv-legacy only besides the first (tflite-runtime with
+#                             numpy<2), for the tests that keep the legacy runtime supported
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+MODE=${1:-}
+
+# Every Debian package the demo and the tests need, in one place. A test that finds one
+# of these missing skips on a developer's machine and fails under CI (tests/support/tools.py).
+DEMO_PACKAGES=(
+    mosquitto             # the broker the demo and every integration test start
+    python3-venv          # .venv, and the box's venv that the .deb's postinst makes
+)
+TEST_PACKAGES=(
+    gcc libc6-dev         # tests/delegates/*.c: the external-delegate stand-ins
+    systemd procps        # systemd-analyze verify of systemd/edged.service (and the
+                          # /bin/kill of its ExecReload, which verify looks for)
+    debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
+    tmux                  # terminal programs driven by tests (send-keys, capture-pane)
+    espeak-ng sox         # audio made and measured by tests
+)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-    echo "setup: installing mosquitto" >&2
+apt_install() {
+    local missing=() package
+    for package in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed"; then
+            missing+=("$package")
+        fi
+    done
+    [ "${#missing[@]}" -eq 0 ] && return
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "setup: not a Debian/Ubuntu machine: install ${missing[*]} by hand" >&2
+        return
+    fi
+    echo "setup: installing ${missing[*]}" >&2
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-fi
-if ! command -v tmux >/dev/null 2>&1; then
-    # tests/test_top.py runs `edged top` in a terminal the way a person does: under tmux.
-    echo "setup: installing tmux" >&2
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
-fi
-# espeak-ng speaks and sox resamples the audio the wake-word tests stream.
-missing_audio=()
-for tool in espeak-ng sox; do
-    command -v "$tool" >/dev/null 2>&1 || missing_audio+=("$tool")
-done
-if [ "${#missing_audio[@]}" -gt 0 ]; then
-    echo "setup: installing ${missing_audio[*]}" >&2
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_audio[@]}" >/dev/null
-fi
-if ! "$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1; then
-    echo "setup: installing python3-venv" >&2
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if [ "$MODE" = "test" ]; then
+    apt_install "${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+else
+    apt_install "${DEMO_PACKAGES[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -79,7 +94,7 @@ legacy_python() {
     done
 }
 
-if [ "${1:-}" = "legacy" ]; then
+if [ "$MODE" = "legacy" ] || [ "$MODE" = "test" ]; then
     LEGACY_PYTHON=$(legacy_python)
     if [ -z "$LEGACY_PYTHON" ]; then
         echo "setup: no Python 3.10 or 3.11 here, and tflite-runtime has no wheels for" \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from tests.support.broker import Broker
 from tests.support.daemon import Edged
 from tests.support.probe import Probe
+from tests.support.tools import CANNOT_HAVE, require_tool, under_ci
 
 # CI machines are small and shared: how fast hypothesis generates examples, or how long one
 # example takes, says nothing about the code. The properties themselves are all checked.
@@ -69,7 +71,19 @@ def delegate_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The C test delegates (tests/delegates/*.c), built once per session with ``cc``."""
     from tests.support.delegates import build
 
-    try:
-        return build(tmp_path_factory.mktemp("delegates"))
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
+    return build(tmp_path_factory.mktemp("delegates"), require_tool("cc", "gcc"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Under CI a skip is a failure unless it says the machine cannot have what the test
+    needs (tests/support/tools.py): a green run must not hide a test that never ran."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not (under_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if not reason.startswith(CANNOT_HAVE):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and the test skipped: {reason}"

@@ -340,13 +340,6 @@ def test_the_edgetpu_op_is_found_without_running_the_model(tpu_model: Path) -> N
         interpreter.allocate_tensors()
 
 
-def test_the_reader_agrees_with_the_schema_bindings(tpu_model: Path) -> None:
-    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
-    m = schema.Model.GetRootAsModel(tpu_model.read_bytes(), 0)
-    names = {m.OperatorCodes(i).CustomCode() for i in range(m.OperatorCodesLength())}
-    assert {n.decode() for n in names if n} == custom_ops(tpu_model)
-
-
 def test_a_truncated_model_is_refused_by_the_reader(tmp_path: Path) -> None:
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(DIGITS.read_bytes()[:64])

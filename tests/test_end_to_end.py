@@ -194,8 +194,12 @@ def test_broker_down_at_start_is_waited_for(
     edged = Edged(tmp_path, digits_config(private_broker.port))
     daemons.append(edged)
     edged.start()
-    time.sleep(2.0)
-    assert edged.proc is not None and edged.proc.poll() is None, edged.log()
+    # Until edged has tried and failed (its start takes seconds on a loaded machine).
+    give_up = time.monotonic() + 60
+    while "broker unreachable" not in edged.log():
+        assert edged.proc is not None and edged.proc.poll() is None, edged.log()
+        assert time.monotonic() < give_up, edged.log()
+        time.sleep(0.1)
     private_broker.start()
     probe = Probe(private_broker.port)
     try:

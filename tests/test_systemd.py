@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from edged.systemd import Notifier, Watchdog
 from tests.support.broker import Broker
 from tests.support.daemon import REPO, Edged, digits_config
+from tests.support.tools import require_tool
 
 UNIT = REPO / "systemd" / "edged.service"
 
@@ -144,9 +144,7 @@ def test_unit_is_hardened_and_type_notify() -> None:
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        pytest.skip("systemd-analyze is not installed (Debian package 'systemd')")
+    tool = require_tool("systemd-analyze", "systemd")
     # verify checks that ExecStart exists: point it at this checkout's edged.
     edged_bin = Path(sys.executable).with_name("edged")
     unit = tmp_path / "edged.service"

@@ -16,9 +16,6 @@ from edged import auth
 from edged.config import MqttConfig
 from edged.errors import ConfigError
 from tests.support.broker import Broker, TlsListener, passwd_file
-
-# cryptography comes with the [test] extra (and scripts/setup.sh puts it in both venvs).
-pytest.importorskip("cryptography", reason="the [test] extra installs cryptography")
 from tests.support.certs import Pki, make_pki
 from tests.support.daemon import Edged, digits_config
 from tests.support.probe import Probe

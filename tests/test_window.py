@@ -222,3 +222,25 @@ def test_windows_never_span_a_gap(size_hop: tuple[int, int],
             assert len({segment_of[r] for r in readings}) == 1
             assert win.newest_at == at
         n += k
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 3), st.lists(st.tuples(st.sampled_from("abcd"), st.booleans()),
+                                   max_size=60))
+def test_topic_counters_equal_a_recount(max_topics: int,
+                                        messages: list[tuple[str, bool]]) -> None:
+    # The counters only grow: forgetting a topic must not take its resets back out.
+    ws = Windowers(size=3, hop=1, columns=1, max_gap_ms=10, max_topics=max_topics)
+    last_heard: dict[str, float] = {}  # topic -> its last reading, least recent first
+    gaps = forgotten = 0
+    at = 0.0
+    for topic, late in messages:
+        at += 0.5 if late else 0.001
+        if topic in last_heard:
+            gaps += at - last_heard.pop(topic) > 0.010
+        elif len(last_heard) == max_topics:
+            del last_heard[next(iter(last_heard))]
+            forgotten += 1
+        last_heard[topic] = at
+        ws.push(topic, numbered(1), at=at)
+        assert (ws.resets, ws.forgotten, len(ws)) == (gaps, forgotten, len(last_heard))
