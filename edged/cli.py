@@ -119,6 +119,8 @@ def _print_report(settings: Settings, loaded: Loaded) -> None:
         labels = f", {len(model.labels)} labels" if model.labels else ""
         print(f"           {cfg.workers} worker(s), {cfg.num_threads} thread(s) each, "
               f"postprocess {cfg.postprocess}{labels}; warm-up invoke {model.warmup_ms:.2f} ms")
+        if model.decoder:
+            print(f"           decoder {cfg.postprocess}: {model.decoder}")
         print(f"           backend {model.engines.describe()}")
         for backend, why in model.startup_failures.items():
             print(f"warning  {name}: {backend} unavailable, starting on the fallback: {why}")

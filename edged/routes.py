@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from edged import codec, image, postprocess, preprocess, topics, window
+from edged import codec, image, preprocess, topics, window
 from edged.config import RouteConfig
 from edged.errors import BadInputError, ConfigError
 from edged.image import DecodedImage, Geometry
-from edged.postprocess import AnomalyTracker, PostProcessor
+from edged.postprocess import registry
+from edged.postprocess.anomaly import AnomalyTracker
+from edged.postprocess.base import PostProcessor, dequantize
+from edged.postprocess.options import AnomalyOptions
 from edged.runtime import LoadedModel, TensorSpec
 from edged.types import Inbound
 from edged.window import Window, Windowers
@@ -74,15 +77,14 @@ class Route:
         decode = codec.decoder_for(inp.format, spec.shape, spec.dtype, inp.field,
                                    image_options=options, base64_field=inp.base64_field)
         frames = None
-        if options is not None and mc.postprocess == "detection":
+        if options is not None and registry.load(mc.postprocess).uses_frame:
             frames = codec.frame_decoder_for(inp.format, options, inp.base64_field)
-        post_options = postprocess.PostOptions.from_config(mc, last.labels)
-        post = postprocess.postprocessor_for(mc.postprocess, last.outputs, last.labels,
-                                             mc.top_k, options=post_options,
-                                             input_spec=last.input)
-        anomaly = AnomalyTracker(post_options.anomaly) if post_options.anomaly else None
-        return cls(config, model, decode, frames, post, anomaly, _windowers(config, model),
-                   chain)
+        bound = registry.bind_model(mc, last.outputs, last.labels, last.input)
+        anomaly = None
+        if mc.anomaly is not None:
+            anomaly = AnomalyTracker(AnomalyOptions.from_config(mc.anomaly, last.labels))
+        return cls(config, model, decode, frames, bound.process, anomaly,
+                   _windowers(config, model), chain)
 
     @property
     def name(self) -> str:
@@ -145,7 +147,7 @@ def handoff(outputs: Sequence[Array], source: LoadedModel, target: LoadedModel) 
     inp = target.input
     if (out.dtype, spec.scale, spec.zero_point) == (inp.dtype, inp.scale, inp.zero_point):
         return preprocess.fit_shape(out, inp)
-    return preprocess.to_input_tensor(postprocess.dequantize(out, spec), inp)
+    return preprocess.to_input_tensor(dequantize(out, spec), inp)
 
 
 def _check_chain(first: LoadedModel, chain: tuple[LoadedModel, ...]) -> None:

@@ -42,7 +42,11 @@ class ModelConfig(Section):
     labels: Path | None = Field(None, description="text file with one label per line")
     workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
     num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")
-    postprocess: Literal["classification", "detection", "anomaly", "raw"] = "classification"
+    postprocess: str = Field(
+        "classification", description="the decoder that turns outputs into results: one "
+        "of edged.postprocess.registry.DECODERS (classification, detection, anomaly, raw, "
+        "yolo, anchors, keypoints, segmentation)"
+    )
     top_k: int = Field(3, ge=1, le=1000, description="labels reported by classification")
     threshold: float | None = Field(
         None, description="classification: classes scoring below it are not reported; when "
@@ -99,6 +103,15 @@ class ModelConfig(Section):
     retry_max_s: float = Field(
         300.0, gt=0, le=86_400, description="the retry wait doubles up to this"
     )
+
+    @field_validator("postprocess")
+    @classmethod
+    def _known_decoder(cls, value: str) -> str:
+        from edged.postprocess.registry import DECODERS  # a leaf: no import cycle
+
+        if value not in DECODERS:
+            raise ValueError(f"unknown postprocess {value!r}; use one of {', '.join(DECODERS)}")
+        return value
 
     @field_validator("options", mode="before")
     @classmethod
