@@ -12,6 +12,12 @@ from pydantic import (
 )
 
 from edged.config.base import Section
+from edged.config.postprocess import (
+    AnchorsConfig,
+    KeypointsConfig,
+    SegmentationConfig,
+    YoloConfig,
+)
 
 
 class AnomalyConfig(Section):
@@ -53,13 +59,31 @@ class ModelConfig(Section):
         "none reaches it the label is null"
     )
     score_threshold: float = Field(
-        0.5, ge=0, le=1, description="detection: boxes scoring below it are left out"
+        0.5, ge=0, le=1, description="detection, yolo, anchors, keypoints: boxes (poses) "
+        "scoring below it are left out"
     )
     max_detections: int | None = Field(
-        None, ge=1, le=10_000, description="detection: report at most this many, best first"
+        None, ge=1, le=10_000, description="detection, yolo, anchors, keypoints: report at "
+        "most this many, best first"
     )
     anomaly: AnomalyConfig | None = Field(
         None, description="anomaly: how the score is read and when it is anomalous"
+    )
+    keypoint_labels: Path | None = Field(
+        None, description="yolo pose, anchors, keypoints: one keypoint name per line "
+        "(default: COCO's 17 names for 17 keypoints, else their numbers)"
+    )
+    yolo: YoloConfig = Field(
+        default_factory=YoloConfig, description="yolo: layout, box units and NMS"
+    )
+    anchors: AnchorsConfig | None = Field(
+        None, description="anchors: the anchor grids of an SSD head without its post-process op"
+    )
+    keypoints: KeypointsConfig = Field(
+        default_factory=KeypointsConfig, description="keypoints: pose layouts and names"
+    )
+    segmentation: SegmentationConfig = Field(
+        default_factory=SegmentationConfig, description="segmentation: thresholds and mask"
     )
     delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = Field(
         "auto", description="auto: the Edge TPU for a model compiled for it, else the CPU "

@@ -23,6 +23,7 @@ DECODERS: dict[str, str] = {
     "detection": "edged.postprocess.detection",
     "anomaly": "edged.postprocess.anomaly",
     "raw": "edged.postprocess.raw",
+    "yolo": "edged.postprocess.yolo",
 }
 
 
