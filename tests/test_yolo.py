@@ -54,7 +54,7 @@ def scene(seed: int, n: int = 600, classes: int = 4) -> tuple[Array, Array]:
 
 def reference(x: Array, output: Any, version: Any = None) -> tuple[Array, Array, Array]:
     """edgefirst-decoder's boxes (x1, y1, x2, y2), scores and classes, best first."""
-    tensor = ef_tensor.Tensor(list(x.shape), dtype=str(x.dtype))
+    tensor = ef_tensor.Tensor(list(x.shape), dtype=str(x.dtype))  # type: ignore[arg-type]
     tensor.from_numpy(np.ascontiguousarray(x))
     decoder = ef.Decoder.new_from_outputs([output], score_threshold=THRESHOLD,
                                           iou_threshold=IOU, decoder_version=version)
@@ -193,7 +193,10 @@ def test_split_head_int8_matches_float() -> None:
     n = sum((64 // s) ** 2 for s in (8, 16, 32))
     logits = rng.normal(-4, 2, (1, n, 3)).astype(np.float32)
     dist = rng.normal(0, 2, (1, n, 64)).astype(np.float32)
-    q = lambda v, s: np.clip(np.rint(v / s), -128, 127).astype(np.int8)  # noqa: E731
+
+    def q(v: Array, s: float) -> Array:
+        return np.clip(np.rint(v / s), -128, 127).astype(np.int8)
+
     ql, qd = q(logits, 0.1), q(dist, 0.05)
     floats = yolo([spec_of(logits), spec_of(dist)], input_spec=inp)
     ints = yolo([spec_of(ql, 0.1), spec_of(qd, 0.05)], input_spec=inp)
