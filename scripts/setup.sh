@@ -25,6 +25,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+scripts/fetch_models.sh   # third-party models and images the decoder tests use
 
 legacy_python() {
     # tflite-runtime 2.14 is built against NumPy 1.x and has no wheels past Python 3.11.

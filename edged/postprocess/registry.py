@@ -24,6 +24,7 @@ DECODERS: dict[str, str] = {
     "anomaly": "edged.postprocess.anomaly",
     "raw": "edged.postprocess.raw",
     "yolo": "edged.postprocess.yolo",
+    "anchors": "edged.postprocess.anchors",
 }
 
 
