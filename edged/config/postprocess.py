@@ -75,16 +75,6 @@ class KeypointsConfig(Section):
     )
 
 
-class MaskConfig(Section):
-    format: Literal["png", "rle"] = Field(
-        "rle", description="png: a grey PNG (class index per pixel); rle: run lengths"
-    )
-    topic: str = Field(
-        min_length=1, description="topic template the mask is published on, e.g. "
-        "edged/{device_id}/mask/{route}"
-    )
-
-
 class SegmentationConfig(Section):
     threshold: float = Field(
         0.5, ge=0, le=1, description="single-channel masks: the score that counts as inside"
@@ -96,4 +86,7 @@ class SegmentationConfig(Section):
         0, description="class index not reported (null: report every class); "
         "single-channel masks have no background class"
     )
-    mask: MaskConfig | None = Field(None, description="publish the mask itself as well")
+    mask: Literal["none", "png", "rle"] = Field(
+        "none", description="also put the class-index mask of the frame in the result: a "
+        "base64 grey PNG, or run lengths"
+    )

@@ -132,6 +132,6 @@ def to_frame_points(points: Array, geometry: Geometry | None) -> Array:
     return out
 
 
-def box_dict(row: Sequence[float]) -> dict[str, float]:
+def box_dict(row: Sequence[float] | Array) -> dict[str, float]:
     return dict(zip(("ymin", "xmin", "ymax", "xmax"), (round(float(v), 5) for v in row),
                     strict=True))

@@ -25,6 +25,8 @@ DECODERS: dict[str, str] = {
     "raw": "edged.postprocess.raw",
     "yolo": "edged.postprocess.yolo",
     "anchors": "edged.postprocess.anchors",
+    "keypoints": "edged.postprocess.keypoints",
+    "segmentation": "edged.postprocess.segmentation",
 }
 
 
