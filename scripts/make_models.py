@@ -93,7 +93,7 @@ VIBRATION_CLASSES = ("normal", "imbalance", "misalignment", "bearing_fault")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 BENCH_WARMUP = 20
 BENCH_INVOKES = 200
-MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection", "chain")
+MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection", "chain", "yolo_v8", "yolo_split")
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -664,6 +664,56 @@ def describe_detection(
     return entry
 
 
+# --------------------------------------------------------------------------- yolo
+
+
+def _make_yolo(out_dir: Path, kind: str) -> dict[str, Any]:
+    """Train, convert and evaluate a YOLO-layout shapes detector (scripts/yolo_model.py)."""
+    import detection_model as dm
+    import yolo_model as ym
+
+    set_seeds()
+    train = dm.shapes_dataset(4000, seed=1)
+    hold = dm.shapes_dataset(200, seed=2)  # the same scenes as shapes_holdout.npz
+    model = ym.build_v8() if kind == "v8" else ym.build_split()
+    ym.train(model, train, kind, epochs=15, seed=SEED)
+    calibration = train.images[:300].astype(np.float32) / 255.0
+    file = "shapes_yolov8_int8.tflite" if kind == "v8" else "shapes_yolo_split_int8.tflite"
+    path = out_dir / file
+    path.write_bytes(ym.convert(model, calibration))
+    int8_f1 = dm.f1_score(ym.detect(path.read_bytes(), hold.images, kind), hold)
+    print(f"yolo {kind}: int8 {int8_f1}")
+    evaluation = Evaluation(file="shapes_holdout.npz", input_key="images", label_key="boxes",
+                            size=len(hold.images), float_accuracy=float("nan"),
+                            int8_accuracy=int8_f1["f1"])
+    write_labels(out_dir / "shapes.labels", dm.SHAPE_CLASSES)
+    layout = ("one int8 output [1, 7, 64]: centre x, y, width, height (fractions of the "
+              "input), then 3 class scores; no objectness" if kind == "v8" else
+              "int8 class logits [1, 84, 3] and box distribution [1, 84, 64] (4 sides x 16 "
+              "bins) at strides 8/16/32")
+    entry = describe(out_dir, name=f"yolo_{kind}", file=file, labels="shapes.labels",
+                     evaluation=evaluation,
+                     summary=f"YOLO-{'v8' if kind == 'v8' else 'Edge TPU split'}-layout "
+                     "detector of the shapes scenes (postprocess: yolo)",
+                     input_meaning="RGB image, pixel/255")
+    interpreter = make_interpreter(path)
+    entry["outputs"] = [tensor_info(d) for d in interpreter.get_output_details()]
+    entry["output_summary"] = layout
+    entry["metric"] = "F1"
+    entry["float_accuracy"] = None
+    entry["int8_precision_recall"] = [round(int8_f1["precision"], 4),
+                                      round(int8_f1["recall"], 4)]
+    return entry
+
+
+def make_yolo_v8(out_dir: Path) -> dict[str, Any]:
+    return _make_yolo(out_dir, "v8")
+
+
+def make_yolo_split(out_dir: Path) -> dict[str, Any]:
+    return _make_yolo(out_dir, "split")
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -830,6 +880,8 @@ BUILDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "mobilenet": make_mobilenet,
     "detection": make_detection,
     "chain": make_chain,
+    "yolo_v8": make_yolo_v8,
+    "yolo_split": make_yolo_split,
 }
 
 

@@ -68,6 +68,14 @@ def test_weighted_nms_golden() -> None:
     np.testing.assert_allclose(pts, [[[0.5, 0.54]], [[2.5, 2.5]]])
 
 
+def test_weighted_nms_ends_on_degenerate_boxes() -> None:
+    # A box of negative size overlaps nothing, not even itself: it must still be taken.
+    boxes = np.array([[0.5, 0.5, 0.4, 0.4], [0.0, 0.0, 0.2, 0.2]])
+    merged, kept, _ = weighted_nms(boxes, np.array([0.9, 0.8]), 0.3)
+    np.testing.assert_allclose(merged, boxes)
+    np.testing.assert_allclose(kept, [0.9, 0.8])
+
+
 def test_decoding_golden() -> None:
     """One anchor of a 16x16 input with strides [8, 16] x [1, 1]: 4 + 1 anchors. Anchor 3
     sits at (12, 12) px; regressors in pixels move and size the box."""

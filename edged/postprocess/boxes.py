@@ -61,6 +61,7 @@ def weighted_nms(boxes: Array, scores: Array, iou_threshold: float,
     while order.size:
         best = int(order[0])
         near = iou(boxes[best], boxes[order]) > iou_threshold
+        near[0] = True  # itself, even when degenerate (zero or negative size): IoU 0
         members = order[near]
         weights = scores[members] / np.sum(scores[members])
         out_boxes.append(weights @ boxes[members])

