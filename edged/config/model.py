@@ -18,6 +18,7 @@ from edged.config.postprocess import (
     SegmentationConfig,
     YoloConfig,
 )
+from edged.postprocess.registry import DECODERS  # a leaf module: no import cycle
 
 
 class AnomalyConfig(Section):
@@ -49,9 +50,8 @@ class ModelConfig(Section):
     workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
     num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")
     postprocess: str = Field(
-        "classification", description="the decoder that turns outputs into results: one "
-        "of edged.postprocess.registry.DECODERS (classification, detection, anomaly, raw, "
-        "yolo, anchors, keypoints, segmentation)"
+        "classification", description="the decoder that turns outputs into results",
+        json_schema_extra={"enum": list(DECODERS)},
     )
     top_k: int = Field(3, ge=1, le=1000, description="labels reported by classification")
     threshold: float | None = Field(
@@ -131,8 +131,6 @@ class ModelConfig(Section):
     @field_validator("postprocess")
     @classmethod
     def _known_decoder(cls, value: str) -> str:
-        from edged.postprocess.registry import DECODERS  # a leaf: no import cycle
-
         if value not in DECODERS:
             raise ValueError(f"unknown postprocess {value!r}; use one of {', '.join(DECODERS)}")
         return value
