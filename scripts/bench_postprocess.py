@@ -119,6 +119,50 @@ def cases(rng: np.random.Generator) -> list[tuple[str, PostProcessor, list[Array
     return out
 
 
+def real_cases() -> list[tuple[str, PostProcessor, list[Array]]]:
+    """The real models' outputs: MediaPipe's (when fetched) on the test photograph, and the
+    bundled YOLO-layout models on a hold-out scene."""
+    from edged.image import ImageOptions, decode_frame
+    from edged.runtime import select_backend
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    jobs: list[tuple[str, Path, dict[str, Any], str, dict[str, Any]]] = [
+        ("anchors BlazeFace, real outputs (astronaut.png)",
+         CACHE / "face_detection_short_range.tflite", {"mean": (0.5,), "std": (0.5,)},
+         "anchors", {"anchors": {"strides": [8, 16], "anchors_per_cell": [2, 6],
+                                 "keypoints": 6}}),
+        ("segmentation selfie, real outputs (astronaut.png)",
+         CACHE / "selfie_segmentation.tflite", {}, "segmentation", {}),
+        ("yolo v8 shapes [1, 7, 64] int8, real outputs", models / "shapes_yolov8_int8.tflite",
+         {}, "yolo", {}),
+        ("yolo split shapes [1, 84, 3] + [1, 84, 64] int8, real outputs",
+         models / "shapes_yolo_split_int8.tflite", {}, "yolo", {}),
+    ]
+    out = []
+    for name, path, image_keys, kind, keys in jobs:
+        if not path.exists():
+            print(f"{name}: {path} is not there (scripts/fetch_models.sh); left out")
+            continue
+        interp = select_backend().interpreter_class(model_path=str(path))
+        interp.allocate_tensors()
+        inp = TensorSpec.from_detail(interp.get_input_details()[0])
+        specs = [TensorSpec.from_detail(d) for d in interp.get_output_details()]
+        if kind == "yolo":
+            pixels = np.load(models / "shapes_holdout.npz")["images"][0][None]
+        else:
+            frame = decode_frame((CACHE / "astronaut.png").read_bytes(), "png",
+                                 ImageOptions.for_input(inp.shape, **image_keys))
+            pixels = frame.array[None].astype(inp.dtype)
+        interp.set_tensor(inp.index, pixels)
+        interp.invoke()
+        outputs = [interp.get_tensor(s.index) for s in specs]
+        config = ModelConfig(path=path, postprocess=kind, score_threshold=0.5, **keys)
+        post = postprocessor_for(kind, specs, (), 3, options=PostOptions(score_threshold=0.5),
+                                 input_spec=inp, config=config)
+        out.append((name, post, outputs))
+    return out
+
+
 def time_one(call: Callable[[], Any], repeat: int) -> float:
     for _ in range(max(5, repeat // 10)):
         call()
@@ -137,7 +181,7 @@ def main() -> int:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []
-    for name, post, outputs in cases(rng):
+    for name, post, outputs in cases(rng) + real_cases():
         found = post(outputs, geometry=GEOMETRY)
         us = time_one(lambda p=post, o=outputs: p(o, geometry=GEOMETRY), args.repeat)
         rows.append((name, us, found.get("count")))

@@ -4,11 +4,13 @@ boxes), and the overlap measure by hand."""
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edged.postprocess import boxes as boxes_module
 from edged.postprocess.boxes import iou, nms
 
 Array = np.ndarray[Any, Any]
@@ -38,11 +40,14 @@ def scenes(draw: Any) -> tuple[Array, Array, Array, float]:
     return boxes, scores, classes, draw(st.sampled_from([0.1, 0.3, 0.45, 0.7]))
 
 
-@given(scenes())
-def test_nms_keeps_exactly_what_its_definition_keeps(scene: tuple[Array, Array, Array, float]
-                                                    ) -> None:
+@given(scenes(), st.booleans())
+def test_nms_keeps_exactly_what_its_definition_keeps(
+    scene: tuple[Array, Array, Array, float], by_rows: bool
+) -> None:
     boxes, scores, classes, threshold = scene
-    kept = [int(i) for i in nms(boxes, scores, threshold, classes)]
+    # Both ways of computing it: all overlaps at once (few boxes), one row per kept box.
+    with mock.patch.object(boxes_module, "_MATRIX_NMS", 0 if by_rows else 512):
+        kept = [int(i) for i in nms(boxes, scores, threshold, classes)]
     assert kept == sorted(kept, key=lambda i: -scores[i])  # best first
     for a, i in enumerate(kept):  # no two kept boxes of a class overlap past the threshold
         for j in kept[a + 1:]:

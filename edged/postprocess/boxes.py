@@ -30,6 +30,22 @@ def iou(box: Array, boxes: Array) -> Array:
     return out
 
 
+def iou_matrix(boxes: Array) -> Array:
+    """[N, N] intersection over union of every pair of boxes."""
+    top = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.prod(np.maximum(bottom - top, 0.0), axis=2)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = areas[:, None] + areas[None, :] - inter
+    out: Array = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return out
+
+
+# Up to this many candidates, NMS computes all overlaps at once ([N, N] floats: 2 MB);
+# beyond, one row per kept box.
+_MATRIX_NMS = 512
+
+
 def nms(boxes: Array, scores: Array, iou_threshold: float, classes: Array | None = None,
         max_out: int | None = None) -> Array:
     """Indices of the boxes greedy NMS keeps, best first. With ``classes``, boxes suppress
@@ -42,8 +58,20 @@ def nms(boxes: Array, scores: Array, iou_threshold: float, classes: Array | None
         span = float(np.max(boxes) - np.min(boxes)) + 1.0
         work = boxes + (classes.astype(np.float64) * span)[:, None]
     order = np.argsort(-scores, kind="stable")
+    limit = len(order) if max_out is None else max_out
     keep: list[int] = []
-    while order.size and (max_out is None or len(keep) < max_out):
+    if len(order) <= _MATRIX_NMS:
+        overlaps = iou_matrix(work[order]) > iou_threshold
+        suppressed = np.zeros(len(order), dtype=bool)
+        for i in range(len(order)):
+            if suppressed[i]:
+                continue
+            keep.append(int(order[i]))
+            if len(keep) >= limit:
+                break
+            suppressed |= overlaps[i]
+        return np.asarray(keep, dtype=np.int64)
+    while order.size and len(keep) < limit:
         best = int(order[0])
         keep.append(best)
         rest = order[1:]
@@ -85,17 +113,17 @@ def keypoint_dicts(points: Array, names: Sequence[str], min_score: float = 0.0
                    ) -> list[dict[str, Any]]:
     """[K, 2 or 3] (y, x[, score]) in frame fractions -> named keypoints; a keypoint
     scoring below ``min_score`` has null coordinates."""
+    pts = np.asarray(points, dtype=np.float64)
+    yx = np.round(np.clip(pts[:, :2], 0.0, 1.0), 5).tolist()
+    scores = np.round(pts[:, 2], 6).tolist() if pts.shape[1] > 2 else None
+    raw_scores = pts[:, 2].tolist() if pts.shape[1] > 2 else None
     found = []
-    for k, row in enumerate(points):
-        entry: dict[str, Any] = {"name": label_of(names, k)}
-        score = float(row[2]) if row.shape[0] > 2 else None
-        if score is not None and score < min_score:
-            entry.update(y=None, x=None)
-        else:
-            entry.update(y=round(float(np.clip(row[0], 0, 1)), 5),
-                         x=round(float(np.clip(row[1], 0, 1)), 5))
-        if score is not None:
-            entry["score"] = round(score, 6)
+    for k, (y, x) in enumerate(yx):
+        entry: dict[str, Any] = {"name": label_of(names, k), "y": y, "x": x}
+        if scores is not None and raw_scores is not None:
+            if raw_scores[k] < min_score:
+                entry["y"] = entry["x"] = None
+            entry["score"] = scores[k]
         found.append(entry)
     return found
 
