@@ -7,8 +7,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import edgefirst.decoder as ef
-import edgefirst.tensor as ef_tensor
 import numpy as np
 import pytest
 
@@ -21,6 +19,15 @@ from edged.postprocess.yolo import split_anchors
 from edged.runtime.tensors import TensorSpec
 
 Array = np.ndarray[Any, Any]
+
+
+def _edgefirst() -> tuple[Any, Any]:
+    """edgefirst-decoder (a test dependency in pyproject.toml), imported when a test needs
+    it: the legacy run (tflite-runtime, numpy<2) collects this module without it."""
+    import edgefirst.decoder as decoder
+    import edgefirst.tensor as tensor
+
+    return decoder, tensor
 INPUT = TensorSpec("images", 0, (1, 320, 320, 3), np.dtype(np.uint8), 1 / 255, 0)
 THRESHOLD, IOU = 0.4, 0.45
 
@@ -54,6 +61,7 @@ def scene(seed: int, n: int = 600, classes: int = 4) -> tuple[Array, Array]:
 
 def reference(x: Array, output: Any, version: Any = None) -> tuple[Array, Array, Array]:
     """edgefirst-decoder's boxes (x1, y1, x2, y2), scores and classes, best first."""
+    ef, ef_tensor = _edgefirst()
     tensor = ef_tensor.Tensor(list(x.shape), dtype=str(x.dtype))  # type: ignore[arg-type]
     tensor.from_numpy(np.ascontiguousarray(x))
     decoder = ef.Decoder.new_from_outputs([output], score_threshold=THRESHOLD,
@@ -81,6 +89,7 @@ def assert_same(result: dict[str, Any], ref: tuple[Array, Array, Array], atol: f
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_v8_features_first_matches_the_reference(seed: int) -> None:
+    ef = _edgefirst()[0]
     boxes, scores = scene(seed)
     x = np.concatenate([boxes, scores], axis=1).T[None].copy()  # [1, 4 + C, N]
     result = yolo([spec_of(x)])([x])
@@ -88,6 +97,7 @@ def test_v8_features_first_matches_the_reference(seed: int) -> None:
 
 
 def test_v8_features_last_is_the_same_model_read_the_other_way() -> None:
+    ef = _edgefirst()[0]
     boxes, scores = scene(4)
     x = np.concatenate([boxes, scores], axis=1)[None].copy()  # [1, N, 4 + C]
     expected = reference(x.transpose(0, 2, 1).copy(),
@@ -98,6 +108,7 @@ def test_v8_features_last_is_the_same_model_read_the_other_way() -> None:
 
 
 def test_v8_int8_is_dequantized_with_the_models_parameters() -> None:
+    ef = _edgefirst()[0]
     boxes, scores = scene(5)
     real = np.concatenate([boxes, scores], axis=1).T[None]
     scale, zero = 1 / 255, -128
@@ -108,6 +119,7 @@ def test_v8_int8_is_dequantized_with_the_models_parameters() -> None:
 
 
 def test_v8_pixel_boxes_are_divided_by_the_input_size() -> None:
+    ef = _edgefirst()[0]
     boxes, scores = scene(6)
     x = np.concatenate([boxes, scores], axis=1).T[None].copy()
     pixels = x.copy()
@@ -120,6 +132,7 @@ def test_v8_pixel_boxes_are_divided_by_the_input_size() -> None:
 def test_v5_scores_are_objectness_times_class() -> None:
     """YOLOv5: conf = objectness x class score. The reference decodes the same boxes with
     those products as v8-style class scores."""
+    ef = _edgefirst()[0]
     boxes, scores = scene(7)
     rng = np.random.default_rng(7)
     obj = np.clip(scores.max(axis=1) + rng.uniform(0, 0.4, len(scores)), 0, 1)
@@ -154,6 +167,7 @@ def test_end_to_end_rows_are_taken_as_they_are() -> None:
 
 
 def test_end_to_end_matches_the_reference() -> None:
+    ef = _edgefirst()[0]
     boxes, scores = scene(8, n=300, classes=1)
     corners = np.column_stack([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2])
     cls = np.random.default_rng(8).integers(0, 5, (300, 1))

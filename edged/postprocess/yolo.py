@@ -165,8 +165,10 @@ class YoloDecoder:
         o = context.options
         self.score_threshold = o.score_threshold
         self.max_detections = o.max_detections
-        self.points = keypoint_names(config.keypoint_labels if config else None,
-                                     self.config.keypoints)
+        self.points: tuple[str, ...] = ()
+        if self.plan.layout == "pose":
+            self.points = keypoint_names(config.keypoint_labels if config else None,
+                                         self.config.keypoints)
         if self.plan.layout == "split":
             self.anchor_xy, self.anchor_stride = split_anchors(self.input_hw,
                                                                self.config.strides)
