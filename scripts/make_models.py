@@ -93,7 +93,8 @@ VIBRATION_CLASSES = ("normal", "imbalance", "misalignment", "bearing_fault")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 BENCH_WARMUP = 20
 BENCH_INVOKES = 200
-MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection", "chain", "yolo_v8", "yolo_split")
+MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection", "chain", "yolo_v8", "yolo_split",
+               "keypoints")
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -714,6 +715,38 @@ def make_yolo_split(out_dir: Path) -> dict[str, Any]:
     return _make_yolo(out_dir, "split")
 
 
+# --------------------------------------------------------------------------- keypoints
+
+
+def make_keypoints(out_dir: Path) -> dict[str, Any]:
+    """Train, convert and evaluate the MoveNet-layout dots model (scripts/keypoint_model.py)."""
+    import keypoint_model as km
+
+    set_seeds()
+    images, truth = km.scenes(4000, seed=1)
+    hold_images, hold_truth = km.scenes(200, seed=2)
+    model = km.build()
+    km.train(model, images, truth, epochs=15, seed=SEED)
+    path = out_dir / "dots_keypoints_int8.tflite"
+    path.write_bytes(km.convert(model, images[:300].astype(np.float32) / 255.0))
+    found = km.evaluate(path.read_bytes(), hold_images, hold_truth)
+    print(f"keypoints: int8 {found}")
+    np.savez_compressed(out_dir / "dots_holdout.npz", images=hold_images, keypoints=hold_truth)
+    evaluation = Evaluation(file="dots_holdout.npz", input_key="images", label_key="keypoints",
+                            size=len(hold_images), float_accuracy=float("nan"),
+                            int8_accuracy=found["pck"])
+    entry = describe(out_dir, name="keypoints", file=path.name, labels=None,
+                     evaluation=evaluation,
+                     summary="MoveNet-single-pose-layout model of 17 coloured dots on "
+                     "synthetic 64x64 scenes (postprocess: keypoints)",
+                     input_meaning="RGB image, pixel/255")
+    entry["output_summary"] = "[1, 1, 17, 3] float32: y, x, score per keypoint"
+    entry["metric"] = "PCK@0.05"
+    entry["float_accuracy"] = None
+    entry["visibility_accuracy"] = round(found["visibility"], 4)
+    return entry
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -882,6 +915,7 @@ BUILDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "chain": make_chain,
     "yolo_v8": make_yolo_v8,
     "yolo_split": make_yolo_split,
+    "keypoints": make_keypoints,
 }
 
 
