@@ -107,7 +107,8 @@ def train(model: Any, images: Any, truth: FloatArray, epochs: int, seed: int) ->
 
     for epoch in range(epochs):
         order = rng.permutation(len(x_all))
-        losses = [float(step(x_all[b], truth[b])) for b in np.array_split(order, max(1, len(order) // 64))]
+        batches = np.array_split(order, max(1, len(order) // 64))
+        losses = [float(step(x_all[b], truth[b])) for b in batches]
         print(f"keypoints: epoch {epoch + 1}/{epochs} loss {np.mean(losses):.3f}", flush=True)
 
 
