@@ -843,6 +843,19 @@ built ({machine}). They drift from run to run; ratios hold.
   detections scoring 0.5 or more, on 200 held-out scenes (seed 2; trained on 6,000,
   seed 1). The npz holds `images` uint8 [200, 64, 64, 3], `boxes` float32 [200, 3, 4],
   `classes` int64 [200, 3] (-1 where a scene has fewer shapes) and `counts` int64 [200].
+- `shapes_yolov8_int8.tflite` and `shapes_yolo_split_int8.tflite` (`scripts/yolo_model.py`,
+  `postprocess: yolo`): the same scenes and hold-out, in YOLO layouts: one int8 output
+  [1, 7, 64] (centre x, y, width, height as fractions of the input, then 3 class scores;
+  features first, no objectness, as Ultralytics' v8 exports), and the Edge TPU split head
+  (int8 class logits [1, 84, 3] and box distribution [1, 84, 64], 16 bins per side, at
+  strides 8/16/32 of the 64x64 input). Trained on 4,000 scenes (seed 1), 15 epochs; F1 as
+  for the SSD detector, decoded in plain NumPy by the script.
+- `dots_keypoints_int8.tflite`, `dots_holdout.npz` (`scripts/keypoint_model.py`,
+  `postprocess: keypoints`): MoveNet's single-pose layout [1, 1, 17, 3] float32 (y, x,
+  score) from an int8 model; scenes of up to 17 discs, one colour per keypoint, one in
+  five left out. The accuracy is PCK@0.05 (visible keypoints found within 0.05 of the
+  input with score >= 0.5) on 200 held-out scenes; `images` uint8 [200, 64, 64, 3],
+  `keypoints` float32 [200, 17, 3] (y, x, 1 drawn / 0 left out).
 - `manifest.json`: `{{"models": {{"digits": {{...}}, "vibration": {{...}},
   "mobilenet": {{...}}, "detection": {{...}}}}}}`; per model `file`, `labels` (or
   null), `input` and `output` (`shape`, `dtype`, `scale`, `zero_point`,
