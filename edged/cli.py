@@ -184,6 +184,8 @@ def _print_report(settings: Settings, loaded: Loaded) -> None:
         print(f"           {runs}, {cfg.num_threads} thread(s) each, "
               f"postprocess {cfg.postprocess}{labels}; warm-up invoke {model.warmup_ms:.2f} ms, "
               f"then {model.typical_ms:.3f} ms")
+        if model.decoder:
+            print(f"           decoder {cfg.postprocess}: {model.decoder}")
         print(f"           backend {model.engines.describe()}")
         for backend, why in model.startup_failures.items():
             print(f"warning  {name}: {backend} unavailable, starting on the fallback: {why}")

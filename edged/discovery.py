@@ -16,18 +16,11 @@ from typing import Any
 
 from edged import __version__, topics
 from edged.config import RouteConfig, Settings
+from edged.postprocess import registry
 from edged.types import Outbound
 
 # Home Assistant accepts only these in the node and object ids of a discovery topic.
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
-
-# What the sensor's state is, per post-processing kind: something a person reads at a
-# glance. The whole result goes to the entity's attributes as well.
-_STATE_TEMPLATES = {
-    "classification": "{{ value_json.result.label }}",
-    "detection": "{{ value_json.result.count }}",
-    "anomaly": "{{ value_json.result.state }}",
-}
 
 # edged's status topic carries online, offline (the last will) or stopped (a clean
 # shutdown). Home Assistant knows one "not available" payload and ignores any other, so
@@ -98,7 +91,10 @@ def removal_messages(old: Settings, new: Settings) -> list[Outbound]:
 
 def _sensor(settings: Settings, route: RouteConfig) -> dict[str, Any] | Skipped:
     kind = settings.models[route.chain_models[-1] if route.chain else route.model].postprocess
-    template = _STATE_TEMPLATES.get(kind)
+    # What the sensor's state is comes from the decoder: something a person reads at a
+    # glance. The whole result goes to the entity's attributes as well.
+    decoder = registry.load(kind)
+    template = decoder.state_template
     if template is None:
         return Skipped(route.name, f"postprocess {kind} has no single value to show")
     if topics.uses_source(route.publish):
@@ -131,6 +127,6 @@ def _sensor(settings: Settings, route: RouteConfig) -> dict[str, Any] | Skipped:
         },
         "origin": {"name": "edged", "sw_version": __version__},
     }
-    if kind == "detection":
-        body["state_class"] = "measurement"  # a count: Home Assistant keeps statistics
+    if decoder.state_class is not None:  # e.g. a count: Home Assistant keeps statistics
+        body["state_class"] = decoder.state_class
     return body

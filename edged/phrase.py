@@ -10,30 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edged.config import PhraseConfig
-from edged.postprocess import dequantize
-from edged.runtime import TensorSpec
 
 Array = np.ndarray[Any, Any]
 Result = dict[str, Any]
-
-
-def check_phrase_model(name: str, specs: Sequence[TensorSpec]) -> None:
-    """Raise ValueError unless the model gives one score."""
-    if len(specs) != 1 or int(np.prod(specs[0].shape)) != 1:
-        shapes = [list(s.shape) for s in specs]
-        raise ValueError(f"postprocess phrase needs one output holding one score; "
-                         f"{name!r} has {shapes}")
-
-
-def phrase_score(outputs: Sequence[Array], specs: Sequence[TensorSpec]) -> float:
-    return float(dequantize(outputs[0], specs[0]).reshape(-1)[0])
 
 
 @dataclass

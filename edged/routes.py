@@ -12,14 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from edged import audio, codec, image, postprocess, preprocess, topics, window
+from edged import audio, codec, image, preprocess, topics, window
 from edged.admission import StandingQueue
 from edged.audio import AudioFormat, SampleStreams, SampleWindow
 from edged.config import PhraseConfig, RouteConfig
 from edged.errors import BadInputError, ConfigError
 from edged.image import DecodedImage, Geometry
-from edged.phrase import PhraseTracker, check_phrase_model, phrase_score
-from edged.postprocess import AnomalyTracker, PostProcessor
+from edged.phrase import PhraseTracker
+from edged.postprocess import registry
+from edged.postprocess.anomaly import AnomalyTracker
+from edged.postprocess.base import PostProcessor, dequantize
+from edged.postprocess.options import AnomalyOptions
 from edged.runtime import LoadedModel, TensorSpec
 from edged.streaming import StreamingChain
 from edged.types import Inbound
@@ -95,20 +98,14 @@ class Route:
             decode = codec.decoder_for(inp.format, spec.shape, spec.dtype, inp.field,
                                        image_options=options, base64_field=inp.base64_field)
         frames = None
-        if options is not None and mc.postprocess == "detection":
+        if options is not None and registry.load(mc.postprocess).uses_frame:
             frames = codec.frame_decoder_for(inp.format, options, inp.base64_field)
-        post_options = postprocess.PostOptions.from_config(mc, last.labels)
-        post: PostProcessor
-        if mc.postprocess == "phrase":
-            check_phrase_model(last.name, last.outputs)
-            post = _PhraseScore(last.outputs)
-        else:
-            post = postprocess.postprocessor_for(mc.postprocess, last.outputs, last.labels,
-                                                 mc.top_k, options=post_options,
-                                                 input_spec=last.input)
-        anomaly = AnomalyTracker(post_options.anomaly) if post_options.anomaly else None
-        return cls(config, model, decode, frames, post, anomaly, _windowers(config, model),
-                   chain)
+        bound = registry.bind_model(mc, last.outputs, last.labels, last.input)
+        anomaly = None
+        if mc.anomaly is not None:
+            anomaly = AnomalyTracker(AnomalyOptions.from_config(mc.anomaly, last.labels))
+        return cls(config, model, decode, frames, bound.process, anomaly,
+                   _windowers(config, model), chain)
 
     @property
     def name(self) -> str:
@@ -225,7 +222,7 @@ def handoff(outputs: Sequence[Array], source: LoadedModel, target: LoadedModel) 
     inp = target.input
     if (out.dtype, spec.scale, spec.zero_point) == (inp.dtype, inp.scale, inp.zero_point):
         return preprocess.fit_shape(out, inp)
-    return preprocess.to_input_tensor(postprocess.dequantize(out, spec), inp)
+    return preprocess.to_input_tensor(dequantize(out, spec), inp)
 
 
 def _check_chain(first: LoadedModel, chain: tuple[LoadedModel, ...]) -> None:
@@ -238,15 +235,6 @@ def _check_chain(first: LoadedModel, chain: tuple[LoadedModel, ...]) -> None:
         if math.prod(have) != math.prod(want):
             raise ValueError(f"chain: {source.name!r} outputs {list(have)}, which does not "
                              f"fit {target.name!r}'s input {list(want)}")
-
-
-@dataclass(frozen=True)
-class _PhraseScore:
-    specs: tuple[TensorSpec, ...]
-
-    def __call__(self, outputs: Sequence[Array], /, *, geometry: Geometry | None = None,
-                 model_input: Array | None = None) -> dict[str, Any]:
-        return {"score": phrase_score(outputs, self.specs)}
 
 
 def _audio_format(config: RouteConfig) -> AudioFormat:

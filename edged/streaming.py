@@ -24,7 +24,7 @@ import numpy as np
 
 from edged import preprocess
 from edged.errors import MessageError
-from edged.postprocess import dequantize
+from edged.postprocess.base import dequantize
 from edged.runtime import LoadedModel
 
 Array = np.ndarray[Any, Any]

@@ -93,7 +93,8 @@ VIBRATION_CLASSES = ("normal", "imbalance", "misalignment", "bearing_fault")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 BENCH_WARMUP = 20
 BENCH_INVOKES = 200
-MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection", "chain")
+MODEL_NAMES = ("digits", "vibration", "mobilenet", "detection", "chain", "yolo_v8", "yolo_split",
+               "keypoints")
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -665,6 +666,88 @@ def describe_detection(
     return entry
 
 
+# --------------------------------------------------------------------------- yolo
+
+
+def _make_yolo(out_dir: Path, kind: str) -> dict[str, Any]:
+    """Train, convert and evaluate a YOLO-layout shapes detector (scripts/yolo_model.py)."""
+    import detection_model as dm
+    import yolo_model as ym
+
+    set_seeds()
+    train = dm.shapes_dataset(4000, seed=1)
+    hold = dm.shapes_dataset(200, seed=2)  # the same scenes as shapes_holdout.npz
+    model = ym.build_v8() if kind == "v8" else ym.build_split()
+    ym.train(model, train, kind, epochs=15, seed=SEED)
+    calibration = train.images[:300].astype(np.float32) / 255.0
+    file = "shapes_yolov8_int8.tflite" if kind == "v8" else "shapes_yolo_split_int8.tflite"
+    path = out_dir / file
+    path.write_bytes(ym.convert(model, calibration))
+    int8_f1 = dm.f1_score(ym.detect(path.read_bytes(), hold.images, kind), hold)
+    print(f"yolo {kind}: int8 {int8_f1}")
+    evaluation = Evaluation(file="shapes_holdout.npz", input_key="images", label_key="boxes",
+                            size=len(hold.images), float_accuracy=float("nan"),
+                            int8_accuracy=int8_f1["f1"])
+    write_labels(out_dir / "shapes.labels", dm.SHAPE_CLASSES)
+    layout = ("one int8 output [1, 7, 64]: centre x, y, width, height (fractions of the "
+              "input), then 3 class scores; no objectness" if kind == "v8" else
+              "int8 class logits [1, 84, 3] and box distribution [1, 84, 64] (4 sides x 16 "
+              "bins) at strides 8/16/32")
+    entry = describe(out_dir, name=f"yolo_{kind}", file=file, labels="shapes.labels",
+                     evaluation=evaluation,
+                     summary=f"YOLO-{'v8' if kind == 'v8' else 'Edge TPU split'}-layout "
+                     "detector of the shapes scenes (postprocess: yolo)",
+                     input_meaning="RGB image, pixel/255")
+    interpreter = make_interpreter(path)
+    entry["outputs"] = [tensor_info(d) for d in interpreter.get_output_details()]
+    entry["output_summary"] = layout
+    entry["metric"] = "F1"
+    entry["float_accuracy"] = None
+    entry["int8_precision_recall"] = [round(int8_f1["precision"], 4),
+                                      round(int8_f1["recall"], 4)]
+    return entry
+
+
+def make_yolo_v8(out_dir: Path) -> dict[str, Any]:
+    return _make_yolo(out_dir, "v8")
+
+
+def make_yolo_split(out_dir: Path) -> dict[str, Any]:
+    return _make_yolo(out_dir, "split")
+
+
+# --------------------------------------------------------------------------- keypoints
+
+
+def make_keypoints(out_dir: Path) -> dict[str, Any]:
+    """Train, convert and evaluate the MoveNet-layout dots model (scripts/keypoint_model.py)."""
+    import keypoint_model as km
+
+    set_seeds()
+    images, truth = km.scenes(4000, seed=1)
+    hold_images, hold_truth = km.scenes(200, seed=2)
+    model = km.build()
+    km.train(model, images, truth, epochs=15, seed=SEED)
+    path = out_dir / "dots_keypoints_int8.tflite"
+    path.write_bytes(km.convert(model, images[:300].astype(np.float32) / 255.0))
+    found = km.evaluate(path.read_bytes(), hold_images, hold_truth)
+    print(f"keypoints: int8 {found}")
+    np.savez_compressed(out_dir / "dots_holdout.npz", images=hold_images, keypoints=hold_truth)
+    evaluation = Evaluation(file="dots_holdout.npz", input_key="images", label_key="keypoints",
+                            size=len(hold_images), float_accuracy=float("nan"),
+                            int8_accuracy=found["pck"])
+    entry = describe(out_dir, name="keypoints", file=path.name, labels=None,
+                     evaluation=evaluation,
+                     summary="MoveNet-single-pose-layout model of 17 coloured dots on "
+                     "synthetic 64x64 scenes (postprocess: keypoints)",
+                     input_meaning="RGB image, pixel/255")
+    entry["output_summary"] = "[1, 1, 17, 3] float32: y, x, score per keypoint"
+    entry["metric"] = "PCK@0.05"
+    entry["float_accuracy"] = None
+    entry["visibility_accuracy"] = round(found["visibility"], 4)
+    return entry
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -761,6 +844,19 @@ built ({machine}). They drift from run to run; ratios hold.
   detections scoring 0.5 or more, on 200 held-out scenes (seed 2; trained on 6,000,
   seed 1). The npz holds `images` uint8 [200, 64, 64, 3], `boxes` float32 [200, 3, 4],
   `classes` int64 [200, 3] (-1 where a scene has fewer shapes) and `counts` int64 [200].
+- `shapes_yolov8_int8.tflite` and `shapes_yolo_split_int8.tflite` (`scripts/yolo_model.py`,
+  `postprocess: yolo`): the same scenes and hold-out, in YOLO layouts: one int8 output
+  [1, 7, 64] (centre x, y, width, height as fractions of the input, then 3 class scores;
+  features first, no objectness, as Ultralytics' v8 exports), and the Edge TPU split head
+  (int8 class logits [1, 84, 3] and box distribution [1, 84, 64], 16 bins per side, at
+  strides 8/16/32 of the 64x64 input). Trained on 4,000 scenes (seed 1), 15 epochs; F1 as
+  for the SSD detector, decoded in plain NumPy by the script.
+- `dots_keypoints_int8.tflite`, `dots_holdout.npz` (`scripts/keypoint_model.py`,
+  `postprocess: keypoints`): MoveNet's single-pose layout [1, 1, 17, 3] float32 (y, x,
+  score) from an int8 model; scenes of up to 17 discs, one colour per keypoint, one in
+  five left out. The accuracy is PCK@0.05 (visible keypoints found within 0.05 of the
+  input with score >= 0.5) on 200 held-out scenes; `images` uint8 [200, 64, 64, 3],
+  `keypoints` float32 [200, 17, 3] (y, x, 1 drawn / 0 left out).
 - `manifest.json`: `{{"models": {{"digits": {{...}}, "vibration": {{...}},
   "mobilenet": {{...}}, "detection": {{...}}}}}}`; per model `file`, `labels` (or
   null), `input` and `output` (`shape`, `dtype`, `scale`, `zero_point`,
@@ -831,6 +927,9 @@ BUILDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "mobilenet": make_mobilenet,
     "detection": make_detection,
     "chain": make_chain,
+    "yolo_v8": make_yolo_v8,
+    "yolo_split": make_yolo_split,
+    "keypoints": make_keypoints,
 }
 
 

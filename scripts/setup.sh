@@ -56,6 +56,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+scripts/fetch_models.sh   # third-party models and images the decoder tests use
 
 # openWakeWord 0.5.1 is the last wheel that ships its models (melspectrogram, embedding and
 # per-phrase classifiers, as .tflite and .onnx). The wheel is fetched once into a cache,

@@ -12,18 +12,13 @@ import pytest
 from edged.config import ModelConfig
 from edged.errors import ModelExecutionError
 from edged.image import Geometry
-from edged.postprocess import (
-    AnomalyOptions,
-    AnomalyTracker,
-    DetectionLayout,
-    PostOptions,
-    anomaly_score,
-    classification,
-    dequantize,
-    detection,
-    postprocessor_for,
-    raw,
-)
+from edged.postprocess.anomaly import AnomalyOptions, AnomalyTracker, anomaly_score
+from edged.postprocess.base import dequantize
+from edged.postprocess.classification import classification
+from edged.postprocess.detection import DetectionLayout, detection
+from edged.postprocess.options import PostOptions
+from edged.postprocess.raw import raw
+from edged.postprocess.registry import postprocessor_for
 from edged.runtime.model import TensorSpec
 
 LABELS = ("cat", "dog", "fox", "owl", "elk")

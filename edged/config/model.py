@@ -12,6 +12,13 @@ from pydantic import (
 )
 
 from edged.config.base import Section
+from edged.config.postprocess import (
+    AnchorsConfig,
+    KeypointsConfig,
+    SegmentationConfig,
+    YoloConfig,
+)
+from edged.postprocess.registry import DECODERS  # a leaf module: no import cycle
 
 
 class AnomalyConfig(Section):
@@ -59,10 +66,10 @@ class ModelConfig(Section):
     labels: Path | None = Field(None, description="text file with one label per line")
     workers: int = Field(1, ge=1, le=32, description="interpreters, one per worker thread")
     num_threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter")
-    postprocess: Literal["classification", "detection", "anomaly", "raw", "phrase"] = Field(
-        "classification", description="how outputs become the result: top-k labels, boxes, "
-        "an anomaly state, the raw tensors, or (phrase) a one-phrase detector's score, "
-        "published as an event when it crosses phrase.threshold"
+    postprocess: str = Field(
+        "classification", description="the decoder that turns outputs into results (phrase: "
+        "a one-phrase detector's score, published as an event when it crosses "
+        "phrase.threshold)", json_schema_extra={"enum": list(DECODERS)},
     )
     input_shape: tuple[int, ...] | None = Field(
         None, min_length=1, max_length=8, description="resize a model with a dynamic input "
@@ -74,16 +81,34 @@ class ModelConfig(Section):
         "none reaches it the label is null"
     )
     score_threshold: float = Field(
-        0.5, ge=0, le=1, description="detection: boxes scoring below it are left out"
+        0.5, ge=0, le=1, description="detection, yolo, anchors, keypoints: boxes (poses) "
+        "scoring below it are left out"
     )
     max_detections: int | None = Field(
-        None, ge=1, le=10_000, description="detection: report at most this many, best first"
+        None, ge=1, le=10_000, description="detection, yolo, anchors, keypoints: report at "
+        "most this many, best first"
     )
     anomaly: AnomalyConfig | None = Field(
         None, description="anomaly: how the score is read and when it is anomalous"
     )
     phrase: PhraseConfig | None = Field(
         None, description="phrase: threshold, hysteresis and refractory time of the events"
+    )
+    keypoint_labels: Path | None = Field(
+        None, description="yolo pose, anchors, keypoints: one keypoint name per line "
+        "(default: COCO's 17 names for 17 keypoints, else their numbers)"
+    )
+    yolo: YoloConfig = Field(
+        YoloConfig(), description="yolo: layout, box units and NMS"
+    )
+    anchors: AnchorsConfig | None = Field(
+        None, description="anchors: the anchor grids of an SSD head without its post-process op"
+    )
+    keypoints: KeypointsConfig = Field(
+        KeypointsConfig(), description="keypoints: pose layouts and names"
+    )
+    segmentation: SegmentationConfig = Field(
+        SegmentationConfig(), description="segmentation: thresholds and mask"
     )
     delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = Field(
         "auto", description="auto: the Edge TPU for a model compiled for it, else the CPU "
@@ -135,6 +160,13 @@ class ModelConfig(Section):
     retry_max_s: float = Field(
         300.0, gt=0, le=86_400, description="the retry wait doubles up to this"
     )
+
+    @field_validator("postprocess")
+    @classmethod
+    def _known_decoder(cls, value: str) -> str:
+        if value not in DECODERS:
+            raise ValueError(f"unknown postprocess {value!r}; use one of {', '.join(DECODERS)}")
+        return value
 
     @field_validator("options", mode="before")
     @classmethod

@@ -117,6 +117,7 @@ class Settings(BaseSettings):
         models = {}
         for name, m in self.models.items():
             fixed = (("path", fix(m.path)), ("labels", fix(m.labels)),
+                     ("keypoint_labels", fix(m.keypoint_labels)),
                      ("fallback_model", fix(m.fallback_model)), ("library", fix_library(m.library)))
             update = {k: v for k, v in fixed if v}
             models[name] = m.model_copy(update=update)

@@ -57,6 +57,8 @@ class LoadedModel:
     fallback and retry in the background instead of failing again first."""
     typical_ms: float = -1.0
     """The median of a few invokes after the first (which is slower); unset: ``warmup_ms``."""
+    decoder: str = ""
+    """Why the configured post-processing fits the outputs (``edged check`` shows it)."""
     _workers: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -132,10 +134,9 @@ def load_model(name: str, config: ModelConfig, backend: Backend) -> LoadedModel:
             warmup_ms = _warm_up(name, reference)
         elif fallback is not None:
             _check_fallback(name, fallback, primary)
-        if config.postprocess == "classification":
-            _check_classifier(name, reference.outputs, labels)
         spec_in, spec_out = reference.input, reference.outputs
         typical_ms = _typical_ms(reference)
+        decoder = _check_decoder(name, config, spec_out, labels, spec_in)
     finally:
         for engine in (primary, fallback):
             if engine is not None:
@@ -144,7 +145,7 @@ def load_model(name: str, config: ModelConfig, backend: Backend) -> LoadedModel:
         log.warning("accelerator unavailable at start; serving from the fallback",
                     model=name, backend=backend_name, reason=why)
     return LoadedModel(name, config, backend, spec_in, spec_out, labels, warmup_ms, plan,
-                       failures, typical_ms)
+                       failures, typical_ms, decoder)
 
 
 def _open(name: str, backend: Backend, spec: EngineSpec, timeout_ms: int | None) -> Engine:
@@ -284,14 +285,13 @@ def _read_labels(name: str, path: Path | None) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _check_classifier(name: str, outputs: tuple[TensorSpec, ...], labels: tuple[str, ...]) -> None:
-    if len(outputs) != 1:
-        raise ModelLoadError(
-            f"model {name!r}: classification needs one output tensor, the model has "
-            f"{len(outputs)}; use postprocess: raw"
-        )
-    classes = outputs[0].shape[-1] if outputs[0].shape else 1
-    if labels and len(labels) != classes:
-        raise ModelLoadError(
-            f"model {name!r}: {len(labels)} labels for {classes} output classes"
-        )
+def _check_decoder(name: str, config: ModelConfig, outputs: tuple[TensorSpec, ...],
+                   labels: tuple[str, ...], spec_in: TensorSpec) -> str:
+    """Bind the configured decoder once, so outputs that do not fit it fail at load with
+    what it expected, not on the first message."""
+    from edged.postprocess import registry  # decoders import runtime modules: import late
+
+    try:
+        return registry.bind_model(config, outputs, labels, spec_in).why
+    except ValueError as exc:
+        raise ModelLoadError(f"model {name!r}: postprocess {config.postprocess}: {exc}") from exc

@@ -1,0 +1,97 @@
+"""Pose keypoints from MoveNet: single pose ``[1, 1, K, 3]`` (y, x, score per keypoint)
+and multi-pose ``[1, P, 56]`` (17 x (y, x, score), then ymin, xmin, ymax, xmax, score).
+Coordinates are fractions of the model input; results are in the frame as sent.
+
+YOLO-pose and the keypoints of anchor heads come with their boxes (``yolo`` with
+``layout: pose``, ``anchors`` with ``keypoints``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from edged.config.postprocess import KeypointsConfig
+from edged.image import Geometry
+from edged.postprocess.base import (
+    Array,
+    Bound,
+    Context,
+    Kind,
+    Result,
+    box_dict,
+    dequantize,
+    shape_text,
+    to_frame_points,
+)
+from edged.postprocess.boxes import keypoint_dicts
+from edged.postprocess.names import keypoint_names
+
+MULTI_KEYPOINTS = 17
+
+
+def layout_of(shape: tuple[int, ...], wanted: str) -> tuple[Literal["single", "multi"], int]:
+    """The layout and keypoint count of a MoveNet output. Raises ValueError."""
+    single = len(shape) == 4 and shape[:2] == (1, 1) and shape[3] == 3
+    multi = len(shape) == 3 and shape[0] == 1 and shape[2] == 3 * MULTI_KEYPOINTS + 5
+    if wanted in ("auto", "single") and single:
+        return "single", shape[2]
+    if wanted in ("auto", "multi") and multi:
+        return "multi", MULTI_KEYPOINTS
+    expected = {"single": "[1, 1, K, 3]", "multi": "[1, P, 56]"}.get(
+        wanted, "[1, 1, K, 3] (single pose) or [1, P, 56] (multi-pose)")
+    raise ValueError(f"keypoints expects one MoveNet output {expected} (y, x, score per "
+                     f"keypoint), not {shape_text(shape)}")
+
+
+class PoseDecoder:
+    def __init__(self, context: Context) -> None:
+        if len(context.specs) != 1:
+            raise ValueError(f"keypoints expects one output tensor, the model has "
+                             f"{len(context.specs)}")
+        config = context.config
+        self.config = config.keypoints if config is not None else KeypointsConfig()
+        self.spec = context.specs[0]
+        self.layout, count = layout_of(self.spec.shape, self.config.layout)
+        self.names = keypoint_names(config.keypoint_labels if config else None, count)
+        self.threshold = context.options.score_threshold
+        self.max_poses = context.options.max_detections
+        self.why = (f"MoveNet {self.layout} pose {shape_text(self.spec.shape)}: {count} "
+                    f"keypoints")
+
+    def __call__(self, outputs: Sequence[Array], /, *, geometry: Geometry | None = None,
+                 **_: Any) -> Result:
+        values = dequantize(np.asarray(outputs[0]), self.spec)
+        if self.layout == "single":
+            points = values.reshape(1, -1, 3)
+            scores = points[:, :, 2].mean(axis=1)  # MoveNet gives no pose score: the mean
+            boxes = None
+        else:
+            rows = values.reshape(-1, 3 * MULTI_KEYPOINTS + 5)
+            points = rows[:, :3 * MULTI_KEYPOINTS].reshape(len(rows), MULTI_KEYPOINTS, 3)
+            boxes, scores = rows[:, -5:-1], rows[:, -1]
+        order = [int(i) for i in np.argsort(-scores, kind="stable")
+                 if np.isfinite(scores[i]) and scores[i] >= self.threshold]
+        poses = []
+        for i in order[:self.max_poses]:
+            pts = np.array(points[i], dtype=np.float64, copy=True)
+            pts[:, :2] = to_frame_points(pts[:, :2], geometry)
+            pose: dict[str, Any] = {"score": round(float(scores[i]), 6)}
+            if boxes is not None:
+                box = geometry.to_frame(boxes[i]) if geometry is not None else \
+                    np.clip(boxes[i], 0, 1).reshape(1, 4)
+                pose["box"] = box_dict(box[0])
+            pose["keypoints"] = keypoint_dicts(pts, self.names, self.config.min_score)
+            poses.append(pose)
+        return {"count": len(poses), "poses": poses}
+
+
+def _bind(context: Context) -> Bound:
+    decoder = PoseDecoder(context)
+    return Bound(decoder, decoder.why)
+
+
+DECODER = Kind("keypoints", "MoveNet single- and multi-pose keypoints", _bind,
+               uses_frame=True, state_template="{{ value_json.result.count }}",
+               state_class="measurement")

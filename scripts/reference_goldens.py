@@ -1,0 +1,97 @@
+"""Record what MediaPipe's own pipeline finds in the test image, as golden outputs for
+edged's anchor-head and segmentation decoders (tests/data/mediapipe_goldens.json).
+
+MediaPipe 0.10.14 pins protobuf<5 and brings jax and OpenCV, so it runs in a throw-away
+environment of its own, never edged's (development only):
+
+    python3 -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.14 pillow
+    scripts/fetch_models.sh
+    /tmp/mp/bin/python scripts/reference_goldens.py
+
+The models are the ones scripts/fetch_models.sh unzips from the same wheel, and the legacy
+solutions run them with MediaPipe's graphs (anchors, decoding, weighted NMS, letterbox
+removal; segmentation resize), which edged reimplements: the reference is independent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mediapipe as mp
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache" / "third_party"
+OUT = REPO / "tests" / "data" / "mediapipe_goldens.json"
+
+
+def rle(mask: Any) -> dict[str, Any]:
+    """Row-major run lengths of a boolean mask, starting with a run of False."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], edges, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat[0]:
+        runs = [0, *runs]
+    return {"size": list(mask.shape), "counts": runs}
+
+
+def faces(image: Any) -> list[dict[str, Any]]:
+    with mp.solutions.face_detection.FaceDetection(model_selection=0,
+                                                   min_detection_confidence=0.5) as fd:
+        found = fd.process(image).detections or []
+    out = []
+    for det in found:
+        box = det.location_data.relative_bounding_box
+        out.append({
+            "score": float(det.score[0]),
+            "box": {"ymin": box.ymin, "xmin": box.xmin, "ymax": box.ymin + box.height,
+                    "xmax": box.xmin + box.width},
+            "keypoints": [{"y": k.y, "x": k.x} for k in det.location_data.relative_keypoints],
+        })
+    return out
+
+
+def person_mask(image: Any) -> dict[str, Any]:
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as ss:
+        mask = ss.process(image).segmentation_mask > 0.5
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    return {
+        "threshold": 0.5,
+        "area": float(mask.mean()),
+        "box": {"ymin": ys.min() / h, "xmin": xs.min() / w, "ymax": (ys.max() + 1) / h,
+                "xmax": (xs.max() + 1) / w},
+        "mask_rle": rle(mask),
+    }
+
+
+def widened(image: Image.Image) -> Image.Image:
+    """The photograph on a canvas 1.5 times as wide, grey on the right (the tests make
+    the same one): MediaPipe letterboxes it for BlazeFace and removes the bars itself."""
+    canvas = Image.new("RGB", (image.width * 3 // 2, image.height), (128, 128, 128))
+    canvas.paste(image, (0, 0))
+    return canvas
+
+
+def main() -> int:
+    photo = Image.open(CACHE / "astronaut.png").convert("RGB")
+    image = np.asarray(photo)
+    goldens = {
+        "source": f"mediapipe {mp.__version__} legacy solutions on skimage astronaut.png",
+        "image": "astronaut.png",
+        "face_detection_short_range": faces(image),
+        "face_detection_short_range_wide": faces(np.asarray(widened(photo))),
+        "selfie_segmentation": person_mask(image),
+    }
+    OUT.write_text(json.dumps(goldens, separators=(",", ":")) + "\n")
+    print(f"wrote {OUT}: {len(goldens['face_detection_short_range'])} face(s), person area "
+          f"{goldens['selfie_segmentation']['area']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

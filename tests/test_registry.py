@@ -1,0 +1,50 @@
+"""edged.postprocess.registry: one dict of decoders that the config, ``edged check`` and
+Home Assistant discovery all read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from edged import discovery
+from edged.config import ModelConfig, Settings
+from edged.postprocess import registry
+
+
+def test_every_registered_decoder_loads_under_its_own_name() -> None:
+    for name in registry.DECODERS:
+        decoder = registry.load(name)
+        assert decoder.name == name
+        assert decoder.summary
+
+
+def test_the_config_takes_exactly_the_registered_names() -> None:
+    for name in registry.DECODERS:
+        ModelConfig(path=Path("m.tflite"), postprocess=name)
+    with pytest.raises(pydantic.ValidationError,
+                       match="unknown postprocess 'boxes'; use one of classification, "
+                             "detection, anomaly, raw, yolo, anchors, keypoints"):
+        ModelConfig(path=Path("m.tflite"), postprocess="boxes")
+
+
+def test_unknown_names_are_refused_by_load_too() -> None:
+    with pytest.raises(ValueError, match="unknown postprocess 'nope'"):
+        registry.load("nope")
+
+
+def test_discovery_shows_what_each_decoder_says() -> None:
+    models = {name: {"path": f"/m/{name}.tflite", "postprocess": name}
+              for name in ("yolo", "keypoints", "segmentation", "raw")}
+    routes = [{"name": name, "subscribe": f"cams/{name}", "model": name} for name in models]
+    s = Settings(device_id="box", models=models, routes=routes, discovery={"enabled": True})
+    plan = discovery.plan(s)
+    bodies = {json.loads(m.payload)["name"]: json.loads(m.payload) for m in plan.messages}
+    assert bodies["yolo"]["value_template"] == "{{ value_json.result.count }}"
+    assert bodies["yolo"]["state_class"] == "measurement"
+    assert bodies["keypoints"]["state_class"] == "measurement"
+    assert bodies["segmentation"]["value_template"] == "{{ value_json.result.count }}"
+    assert "state_class" not in bodies["segmentation"]
+    assert [k.route for k in plan.skipped] == ["raw"]  # nothing single to show
