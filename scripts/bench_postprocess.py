@@ -52,7 +52,8 @@ def bind(kind: str, specs: list[TensorSpec], size: int, threshold: float = 0.25,
 
 
 def quantize(x: Array, scale: float, zero: int) -> Array:
-    return np.clip(np.rint(x / scale) + zero, -128, 127).astype(np.int8)
+    q: Array = np.clip(np.rint(x / scale) + zero, -128, 127).astype(np.int8)
+    return q
 
 
 def v8_output(n: int, classes: int, rng: np.random.Generator) -> Array:
@@ -183,7 +184,11 @@ def main() -> int:
     rows = []
     for name, post, outputs in cases(rng) + real_cases():
         found = post(outputs, geometry=GEOMETRY)
-        us = time_one(lambda p=post, o=outputs: p(o, geometry=GEOMETRY), args.repeat)
+
+        def call(p: PostProcessor = post, o: list[Array] = outputs) -> object:
+            return p(o, geometry=GEOMETRY)
+
+        us = time_one(call, args.repeat)
         rows.append((name, us, found.get("count")))
     if args.markdown:
         print("| decoder and output | median per call | results |")

@@ -88,8 +88,9 @@ def main() -> int:
         "selfie_segmentation": person_mask(image),
     }
     OUT.write_text(json.dumps(goldens, separators=(",", ":")) + "\n")
-    print(f"wrote {OUT}: {len(goldens['face_detection_short_range'])} face(s), person area "
-          f"{goldens['selfie_segmentation']['area']:.4f}")
+    found, person = goldens["face_detection_short_range"], goldens["selfie_segmentation"]
+    assert isinstance(found, list) and isinstance(person, dict)
+    print(f"wrote {OUT}: {len(found)} face(s), person area {person['area']:.4f}")
     return 0
 
 
