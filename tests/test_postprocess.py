@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edged.config import ModelConfig
 from edged.errors import ModelExecutionError
@@ -443,3 +445,24 @@ def test_anomaly_tracker_forgets_the_least_recent_topic() -> None:
         tracker.observe(topic, 0.9, at=1.0)
     assert tracker.observe("a", 0.9, at=2.0)["changed"] is True  # a was forgotten
     assert tracker.observe("c", 0.9, at=2.0)["changed"] is False
+
+
+@given(st.sampled_from(["uint8", "int8", "float32"]), st.integers(1, 2000), st.integers(1, 8),
+       st.integers(0, 2**32 - 1))
+def test_classification_orders_as_a_stable_sort_of_the_real_scores(
+    dtype: str, classes: int, top_k: int, seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    if dtype == "float32":
+        values = rng.choice([0.0, 0.25, 0.5, 1.0], classes).astype(np.float32)  # with ties
+        spec = TensorSpec("out", 0, (1, classes), np.dtype(np.float32), 0.0, 0)
+    else:
+        info = np.iinfo(dtype)
+        values = rng.integers(info.min, info.max + 1, classes, dtype=dtype)
+        zero = int(rng.integers(info.min, info.max + 1))
+        spec = TensorSpec("out", 0, (1, classes), np.dtype(dtype), 0.0039, zero)
+    real = dequantize(values, spec)
+    want = np.argsort(-real, kind="stable")[:top_k]  # the definition: ties to the lower index
+    got = classification([values.reshape(1, -1)], [spec], (), top_k)
+    assert [c["index"] for c in got["top_k"]] == want.tolist()
+    assert [c["score"] for c in got["top_k"]] == [round(float(real[i]), 6) for i in want]
