@@ -43,6 +43,8 @@ def _best(values: Array, spec: TensorSpec, k: int) -> Array:
     scores tie often, and which one wins must not depend on a sorting algorithm). Quantized
     outputs are ordered on their integers, as the scale is positive: a stable sort of 8-bit
     keys is a radix sort, and only the k winners are dequantized."""
+    if values.size == 1:
+        return np.zeros(1, dtype=np.intp)
     if values.size <= SMALL:
         listed = values.tolist()
         return np.array(sorted(range(len(listed)), key=listed.__getitem__, reverse=True)[:k],

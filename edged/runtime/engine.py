@@ -113,12 +113,10 @@ class InlineEngine:
         self._output_indices = [o.index for o in self.outputs]
 
     def run(self, tensor: Array) -> list[Array]:
-        # The input goes through the interpreter's own buffer (no extra copy); the view is
-        # dropped before invoke, which refuses to run while one is held.
+        # set_tensor copies once into the interpreter's buffer, as writing through a view
+        # would, in one call instead of three.
         try:
-            view = self._interpreter.tensor(self._input_index)
-            view()[...] = tensor
-            del view
+            self._interpreter.set_tensor(self._input_index, tensor)
             self._interpreter.invoke()
             return [self._interpreter.get_tensor(i) for i in self._output_indices]
         except (RuntimeError, ValueError) as exc:
