@@ -37,9 +37,17 @@ def view_of(settings: Settings, device: str | None) -> BoxView:
 
 
 def connect(settings: Settings, view: BoxView) -> Watcher:
+    """Watch the box's status and stats, and ask it for a snapshot now."""
     watcher = Watcher(settings.mqtt, [view.status_topic, view.stats_topic])
     watcher.start()
+    watcher.ask(request_topic(view))
     return watcher
+
+
+def request_topic(view: BoxView) -> str:
+    """Where a message asks the daemon for a stats snapshot at once (it answers at most
+    twice a second, however many watch): ``top`` is live whatever ``stats_interval_s``."""
+    return f"{view.stats_topic}/request"
 
 
 def status(settings: Settings, device: str | None, timeout: float | None,
@@ -51,9 +59,6 @@ def status(settings: Settings, device: str | None, timeout: float | None,
     wait = timeout if timeout is not None else (every + 2.0 if every else STATUS_GRACE_S)
     watcher = connect(settings, view)
     start = time.monotonic()
-    if every > 2 and sys.stderr.isatty():
-        print(f"waiting for the next stats snapshot (one every {every:g} s)...",
-              file=sys.stderr)
     try:
         while view.current is None:
             left = start + wait - time.monotonic()
@@ -100,6 +105,8 @@ def _loop(view: BoxView, watcher: Watcher, every: float, out: TextIO, keys: Text
         now = time.monotonic()
         if changed or now >= next_draw:
             _draw(out, render(view, time.time(), every, with_rates=True))
+            if now >= next_draw:
+                watcher.ask(request_topic(view))
             next_draw = now + REFRESH_S
         if _quit_pressed(keys):
             return

@@ -10,7 +10,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -34,6 +34,7 @@ from edged.types import Inbound, Outbound
 log = structlog.get_logger("edged.server")
 SWITCH_INTERVAL_S = 0.0005
 STATUS_INTERVAL_S = 5.0
+STATS_ASKED_S = 0.5  # snapshots on request, at most this often
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class Server:
         device = topics.safe_level(settings.device_id)
         self.status_topic = f"{prefix}/{device}/status"
         self.stats_topic = f"{prefix}/{device}/stats"
+        self.stats_request_topic = f"{self.stats_topic}/request"
+        """A message here asks for a stats snapshot now (``edged status`` and ``top``)."""
+        self._stats_answered_at = 0.0
         routes = [Route.bind(r, loaded.models) for r in settings.routes]
         for route in routes:
             self.stats.add_route(route.name, route.model.name)
@@ -117,7 +121,7 @@ class Server:
                 settings.mqtt,
                 client_id=settings.mqtt.client_id or f"edged-{device}",
                 status_topic=self.status_topic,
-                subscriptions=[r.subscribe for r in settings.routes],
+                subscriptions=self._filters(r.subscribe for r in settings.routes),
                 on_message=on_message,
                 outbox=loaded.outbox or open_outbox(settings.outbox),
                 material=loaded.material,
@@ -126,9 +130,22 @@ class Server:
             )
         return make
 
+    def _filters(self, routes: Iterable[str]) -> list[str]:
+        return [*routes, self.stats_request_topic]
+
     def _on_message(self, message: Inbound) -> None:
         # The transport is built before the pipeline, which publishes through it.
+        if message.topic == self.stats_request_topic:
+            self._stats_asked()
+            return
         self.pipeline.submit(message)
+
+    def _stats_asked(self) -> None:
+        """A snapshot for a watcher, at most every STATS_ASKED_S however many ask."""
+        now = time.monotonic()
+        if now - self._stats_answered_at >= STATS_ASKED_S:
+            self._stats_answered_at = now
+            self.publish_stats()
 
     def heartbeats(self) -> dict[str, float]:
         """Every thread the watchdog vouches for: the workers and the MQTT loop."""
@@ -255,7 +272,7 @@ class Server:
                 if outcome["abandoned"]:
                     return
                 retired.extend(self.pipeline.replace(routes, models))
-                self.mqtt.set_subscriptions([r.config.subscribe for r in routes])
+                self.mqtt.set_subscriptions(self._filters(r.config.subscribe for r in routes))
                 outcome["done"] = True
 
         self.mqtt.call_in_loop(swap)

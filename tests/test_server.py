@@ -77,7 +77,8 @@ def test_a_reload_swaps_routes_and_subscriptions(
     raw["routes"].append({**raw["routes"][0], "name": "door", "subscribe": "door/+/frame"})
     config.write_text(yaml.safe_dump(raw))
     assert server.reload()
-    assert broker.subscriptions == ["sensors/+/frame", "door/+/frame"]
+    assert broker.subscriptions == ["sensors/+/frame", "door/+/frame",
+                                    "edged/test-box/stats/request"]
     broker.deliver(frame(2, topic="door/1/frame"))
     (reply,) = replies(broker)
     assert reply["route"] == "door" and reply["result"]["label"] == str(IMAGES["labels"][2])
@@ -106,3 +107,20 @@ def test_shutdown_holds_input_finishes_queued_work_and_stops_the_transport(
     stats = [json.loads(m.payload) for m in broker.published
              if m.topic == "edged/test-box/stats"]
     assert stats and stats[-1]["routes"]["cam"]["succeeded"] == 40
+
+
+def test_a_stats_request_is_answered_at_once_but_not_more_than_twice_a_second(
+        served: tuple[Server, FakeBroker, Path]) -> None:
+    server, broker, _ = served
+    broker.deliver(frame(0))
+    ask = Inbound("edged/test-box/stats/request", b"", 0, time.time(), time.monotonic())
+    for _ in range(5):  # five watchers asking at once
+        broker.deliver(ask)
+    snapshots = [json.loads(m.payload) for m in broker.published
+                 if m.topic == "edged/test-box/stats"]
+    assert len(snapshots) == 1
+    assert snapshots[0]["routes"]["cam"]["succeeded"] == 1
+    assert server.stats.totals()["unrouted"] == 0  # not a message for the routes
+    time.sleep(0.6)
+    broker.deliver(ask)
+    assert len([m for m in broker.published if m.topic == "edged/test-box/stats"]) == 2

@@ -319,3 +319,24 @@ def test_status_names_an_unreachable_broker(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "cannot reach the broker at 127.0.0.1:" in done.stderr
     assert "connection refused" in done.stderr
+
+
+def test_status_gets_a_snapshot_at_once_whatever_the_stats_interval(
+    tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged]
+) -> None:
+    config = digits_config(broker.port)
+    config["stats_interval_s"] = 3600  # left to itself, the box would say nothing for an hour
+    edged = Edged(tmp_path, config)
+    daemons.append(edged)
+    probe.subscribe(STATUS)
+    edged.start()
+    edged.wait_online(probe, STATUS)
+    sent = [0]
+    load(broker.port, 1.0, sent)
+    started = time.monotonic()
+    done = edged_cli("status", "--json", "--timeout", "20", "--config", str(edged.config_path))
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["stats"]["routes"]["cam"]["received"] == sent[0]
+    assert took < 15, f"the snapshot came after {took:.1f} s: it was not asked for"

@@ -3,7 +3,8 @@ box's status and stats topics with the daemon's own connection settings and hand
 arrives over as plain values, over the same link and codec as the daemon.
 
 It takes a clean session of its own (a random client id, nothing kept at the broker) and
-publishes nothing, so watching a box changes nothing on it.
+publishes nothing but requests for a stats snapshot, so watching a box changes nothing on
+it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Watcher:
         self._material = Material.load(config)
         self._heard: queue.SimpleQueue[Heard] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._link: Link | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:
@@ -67,9 +69,15 @@ class Watcher:
             raise BrokerError(f"the broker at {cfg.host}:{cfg.port} did not let edged in: "
                               f"{why}")
         link.send(packets.encode_subscribe(1, self._topics, 0, v5=self._v5))
+        self._link = link
         self._thread = threading.Thread(target=self._read, args=(link,), name="watch",
                                         daemon=True)
         self._thread.start()
+
+    def ask(self, topic: str) -> None:
+        """Publish an empty QoS 0 message to ``topic`` (a request for a stats snapshot)."""
+        if self._link is not None:
+            self._link.send(packets.encode_publish(topic, b"", v5=self._v5))
 
     def next(self, timeout: float) -> Heard | None:
         """The oldest message not yet taken, waiting up to ``timeout`` s; None if none came."""
