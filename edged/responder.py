@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable
@@ -70,9 +71,16 @@ class Responder:
             to_route = outcome.to_route and (
                 not job.message.response_topic or job.route.config.publish_answered
                 or job.route.anomaly is not None or job.route.phrase is not None)
+            result, mask = outcome.result, None
+            if job.route.mask_topic and "mask" in result:
+                result = dict(result)
+                mask = _mask_bytes(result.pop("mask"))
             self.result(job.identity, job.message, job.publish_topic,
-                        job.route.config.publish_qos, outcome.result, outcome.timings,
+                        job.route.config.publish_qos, result, outcome.timings,
                         job.deadline.budget_ms, late=outcome.late, to_route=to_route)
+            if mask is not None:
+                self._mask(job.message, job.publish_topic, job.route.config.publish_qos,
+                           mask, to_route)
         else:
             self.error(outcome.identity, outcome.message, outcome.reason, outcome.text,
                        outcome.deadline_ms, outcome.timings)
@@ -132,6 +140,16 @@ class Responder:
                         reason=reason, error=text)
             self._publish(Outbound(self.errors_topic, payload, qos=0))
 
+    def _mask(self, message: Inbound, topic: str, qos: int, mask: bytes,
+              to_route: bool) -> None:
+        """A mask on its own topic: after the requester's answer, on the Response Topic +
+        ``/mask`` with the request's Correlation Data, and on the route's topic + ``/mask``."""
+        if message.response_topic:
+            self._publish(Outbound(f"{message.response_topic}/mask", mask, qos=message.qos,
+                                   correlation_data=message.correlation_data))
+        if to_route:
+            self._publish(Outbound(f"{topic}/mask", mask, qos=qos))
+
     def _reply(self, message: Inbound, payload: bytes) -> None:
         """Answer on the Response Topic with the QoS the requester chose for its request."""
         if message.response_topic:
@@ -143,3 +161,10 @@ class Responder:
                     correlation_data=message.correlation_data,
                 )
             )
+
+
+def _mask_bytes(value: Any) -> bytes:
+    """The mask as its topic carries it: a PNG file's bytes, or the run lengths as JSON."""
+    if isinstance(value, dict) and value.get("format") == "png":
+        return base64.b64decode(value["data"])
+    return results.encode(value)

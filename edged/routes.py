@@ -49,6 +49,8 @@ class Route:
     streaming: StreamingChain | None = None
     """A chain with windows between its stages: their state per source topic."""
     phrase: PhraseTracker | None = None
+    mask_topic: bool = False
+    """A segmentation mask goes on a topic of its own, not in the result."""
     queue_state: StandingQueue = field(default_factory=StandingQueue, compare=False)
     """Whether the route's queue has stood over its target (admission's state)."""
 
@@ -104,8 +106,9 @@ class Route:
         anomaly = None
         if mc.anomaly is not None:
             anomaly = AnomalyTracker(AnomalyOptions.from_config(mc.anomaly, last.labels))
+        mask_topic = mc.postprocess == "segmentation" and mc.segmentation.mask_topic
         return cls(config, model, decode, frames, bound.process, anomaly,
-                   _windowers(config, model), chain)
+                   _windowers(config, model), chain, mask_topic=mask_topic)
 
     @property
     def name(self) -> str:

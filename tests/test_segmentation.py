@@ -132,3 +132,53 @@ def test_selfie_segmentation_agrees_with_mediapipe() -> None:
     print(f"\nselfie segmentation vs MediaPipe: area {person['area']:.4f} vs "
           f"{golden['area']:.4f}, mask IoU {iou:.4f}")
     assert iou > 0.97, iou
+
+
+@pytest.mark.parametrize("kind", ["png", "rle"])
+def test_a_mask_on_its_own_topic_is_the_mask_the_result_would_carry(kind: str) -> None:
+    import time
+
+    from edged.config import RouteConfig
+    from edged.pipeline import Pipeline
+    from edged.responder import Responder
+    from edged.routes import Route
+    from edged.runtime import load_model
+    from edged.stats import Stats
+    from edged.types import Inbound
+    from tests.support.fakes import FakeTransport
+
+    frame = (CACHE / "astronaut.png").read_bytes()
+    masks = {}
+    for own_topic in (False, True):
+        cfg = ModelConfig(path=CACHE / "selfie_segmentation.tflite", postprocess="segmentation",
+                          segmentation={"mask": kind, "mask_topic": own_topic})
+        model = load_model("selfie", cfg, select_backend())
+        transport, stats = FakeTransport(), Stats()
+        route = Route.bind(RouteConfig(name="seg", subscribe="cam/+", model="selfie",
+                                       input={"format": "png"}, deadline_ms=60_000),
+                           {"selfie": model})
+        pipeline = Pipeline([route], Responder(transport, "box", "edged", stats), transport,
+                            stats)
+        pipeline.start()
+        pipeline.submit(Inbound("cam/1", frame, 1, time.time(), time.monotonic(), "reply",
+                                b"c7"))
+        pipeline.stop(30.0)
+        by_topic = {m.topic: m for m in transport.published}
+        reply = json.loads(by_topic["reply"].payload)
+        assert reply["result"]["classes"], reply
+        if not own_topic:
+            masks[own_topic] = reply["result"]["mask"]
+            assert "reply/mask" not in by_topic
+            continue
+        assert "mask" not in reply["result"]
+        mask = by_topic["reply/mask"]
+        assert mask.correlation_data == b"c7"
+        masks[own_topic] = mask.payload
+    inside, alone = masks[False], masks[True]
+    if kind == "png":
+        want = np.asarray(Image.open(io.BytesIO(base64.b64decode(inside["data"]))))
+        got = np.asarray(Image.open(io.BytesIO(alone)))  # a PNG file, as it is
+    else:
+        want, got = decode_rle(inside), decode_rle(json.loads(alone))
+    assert got.shape == tuple(inside["size"])
+    np.testing.assert_array_equal(got, want)

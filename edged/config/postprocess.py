@@ -87,6 +87,10 @@ class SegmentationConfig(Section):
         "single-channel masks have no background class"
     )
     mask: Literal["none", "png", "rle"] = Field(
-        "none", description="also put the class-index mask of the frame in the result: a "
-        "base64 grey PNG, or run lengths"
+        "none", description="also give the class-index mask of the frame: a grey PNG, or "
+        "run lengths"
+    )
+    mask_topic: bool = Field(
+        False, description="publish the mask on a topic of its own (the result's topic + "
+        "/mask: a PNG file, or the run lengths as JSON) instead of inside the result"
     )
