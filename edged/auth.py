@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -67,3 +68,18 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     context.check_hostname = tls.check_hostname
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+@dataclass(frozen=True)
+class Material:
+    """What a connection needs that is read from disk (phase two of loading): a bad path
+    fails ``edged check``, not the first connect."""
+
+    tls: ssl.SSLContext | None
+    password: str | None
+
+    @classmethod
+    def load(cls, config: MqttConfig) -> Material:
+        """Raises ConfigError."""
+        return cls(tls_context(config.tls) if config.tls is not None else None,
+                   password(config))

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edged.auth import Material
 from edged.config import MqttConfig
 from edged.mqtt import packets, wire
-from edged.mqtt.client import CONNECT_TIMEOUT_S, Material
+from edged.mqtt.client import CONNECT_TIMEOUT_S
 from edged.mqtt.link import Link, LinkClosed
 from edged.mqtt.packets import Packet, Publish, SubAck
 from edged.mqtt.wayback import BURST, WayBack

@@ -21,16 +21,14 @@ import contextlib
 import os
 import queue
 import select
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from edged import auth
+from edged.auth import Material
 from edged.backoff import Backoff
 from edged.config import MqttConfig, OutboxConfig
 from edged.delivery import ConnectionState, Refusals
@@ -46,21 +44,6 @@ log = structlog.get_logger("edged.mqtt")
 LOOP_S = 0.1  # longest sleep: how soon outbox entries, calls and timers are served
 CONNECT_TIMEOUT_S = 10.0
 _POLL_IN, _POLL_OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
-
-
-@dataclass(frozen=True)
-class Material:
-    """What a connection needs that is read from disk (phase two of loading): a bad path
-    fails ``edged check``, not the first connect."""
-
-    tls: ssl.SSLContext | None
-    password: str | None
-
-    @classmethod
-    def load(cls, config: MqttConfig) -> Material:
-        """Raises ConfigError."""
-        return cls(auth.tls_context(config.tls) if config.tls is not None else None,
-                   auth.password(config))
 
 
 class MqttClient:

@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edged.auth import Material
 from edged.config import MqttConfig
 from edged.errors import BrokerError
 from edged.mqtt import packets, wire
-from edged.mqtt.client import Material
 from edged.mqtt.link import Link, LinkClosed
 
 
