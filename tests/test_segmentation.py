@@ -148,7 +148,7 @@ def test_a_mask_on_its_own_topic_is_the_mask_the_result_would_carry(kind: str) -
     from tests.support.fakes import FakeTransport
 
     frame = (CACHE / "astronaut.png").read_bytes()
-    masks = {}
+    masks: dict[bool, Any] = {}
     for own_topic in (False, True):
         cfg = ModelConfig(path=CACHE / "selfie_segmentation.tflite", postprocess="segmentation",
                           segmentation={"mask": kind, "mask_topic": own_topic})
