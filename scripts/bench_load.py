@@ -52,6 +52,17 @@ class Answer:
         return self.server_timings_ms.get("queue", 0.0)
 
 
+def hand_over(conn: Connection, lock: threading.Lock,
+              raw: dict[int, tuple[float, bytes]]) -> None:
+    """Until told to stop: on each ``take``, hand the answers so far to the bench, parsed."""
+    while (command := conn.recv()) != "stop":
+        if command == "take":
+            with lock:
+                taken = dict(raw)
+                raw.clear()
+            conn.send({seq: parse_answer(*item) for seq, item in taken.items()})
+
+
 def parse_answer(arrived: float, payload: bytes) -> Answer:
     """edged's answers say when it read the request and where the time went; the peer's
     say only the label and the score."""
@@ -96,12 +107,7 @@ def receive(port: int, topic: str, conn: Connection, niceness: int) -> None:
     client.loop_start()
     time.sleep(0.3)
     conn.send("ready")
-    while (command := conn.recv()) != "stop":
-        if command == "take":
-            with lock:
-                taken = dict(raw)
-                raw.clear()
-            conn.send({seq: parse_answer(*item) for seq, item in taken.items()})
+    hand_over(conn, lock, raw)
     client.disconnect()
     client.loop_stop()
 
@@ -194,12 +200,7 @@ def receive_raw(port: int, topic: str, conn: Connection, niceness: int) -> None:
     reader.start()
     subscribed.wait(10)
     conn.send("ready")
-    while (command := conn.recv()) != "stop":
-        if command == "take":
-            with lock:
-                taken = dict(raw)
-                raw.clear()
-            conn.send({seq: parse_answer(*item) for seq, item in taken.items()})
+    hand_over(conn, lock, raw)
     with contextlib.suppress(OSError):
         sock.sendall(b"\xe0\x00")
     sock.close()

@@ -95,6 +95,14 @@ class Kind:
         return bound
 
 
+def one_output(context: Context, name: str) -> TensorSpec:
+    """The spec of a decoder's single output; ValueError when the model has more or none."""
+    if len(context.specs) != 1:
+        raise ValueError(f"{name} expects one output tensor, the model has "
+                         f"{len(context.specs)}")
+    return context.specs[0]
+
+
 def dequantize(values: Array, spec: TensorSpec) -> Array:
     """q -> real = (q - zero_point) * scale; float tensors pass through."""
     if not spec.quantized:

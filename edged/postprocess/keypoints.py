@@ -22,6 +22,7 @@ from edged.postprocess.base import (
     Result,
     box_dict,
     dequantize,
+    one_output,
     shape_text,
     to_frame_points,
 )
@@ -47,12 +48,9 @@ def layout_of(shape: tuple[int, ...], wanted: str) -> tuple[Literal["single", "m
 
 class PoseDecoder:
     def __init__(self, context: Context) -> None:
-        if len(context.specs) != 1:
-            raise ValueError(f"keypoints expects one output tensor, the model has "
-                             f"{len(context.specs)}")
         config = context.config
         self.config = config.keypoints if config is not None else KeypointsConfig()
-        self.spec = context.specs[0]
+        self.spec = one_output(context, "keypoints")
         self.layout, count = layout_of(self.spec.shape, self.config.layout)
         self.names = keypoint_names(config.keypoint_labels if config else None, count)
         self.threshold = context.options.score_threshold

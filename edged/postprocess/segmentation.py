@@ -23,6 +23,7 @@ from edged.postprocess.base import (
     Result,
     box_dict,
     label_of,
+    one_output,
     quantized_threshold,
     shape_text,
 )
@@ -74,12 +75,9 @@ def visible(shape: tuple[int, int], geometry: Geometry | None) -> tuple[slice, s
 
 class SegmentationDecoder:
     def __init__(self, context: Context) -> None:
-        if len(context.specs) != 1:
-            raise ValueError(f"segmentation expects one output tensor, the model has "
-                             f"{len(context.specs)}")
         config = context.config
         self.config = config.segmentation if config is not None else SegmentationConfig()
-        self.spec = context.specs[0]
+        self.spec = one_output(context, "segmentation")
         self.mode = mode_of(self.spec.shape, self.spec.dtype, self.spec.quantized)
         self.labels = context.labels
         self.hw = (self.spec.shape[1], self.spec.shape[2])
