@@ -17,7 +17,7 @@ USER_DEADLINE_ABS = "deadline"
 """User property: an absolute deadline, Unix epoch ms (publishers with synchronised clocks)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Deadline:
     """An absolute deadline on the monotonic clock, and where it came from."""
 
@@ -58,17 +58,17 @@ def resolve(
     route allows it (``allow_override``), and then the message's earliest one wins.
     Raises BadInputError when a user property is not a number.
     """
-    own: list[tuple[float, str]] = []
+    # The earliest of the message's own, ties to the name that sorts first (as min() would).
+    own: tuple[float, str] | None = None
     if user_ms is not None:
-        own.append((_parse_ms(USER_DEADLINE_MS, user_ms), "deadline_ms"))
+        own = (_parse_ms(USER_DEADLINE_MS, user_ms), "deadline_ms")
     if user_abs_ms is not None:
-        absolute = _parse_ms(USER_DEADLINE_ABS, user_abs_ms)
-        own.append((absolute - received_wall * 1000.0, "deadline"))
-    if expiry_s is not None:
-        own.append((float(expiry_s) * 1000.0, "message_expiry"))
+        absolute = _parse_ms(USER_DEADLINE_ABS, user_abs_ms) - received_wall * 1000.0
+        if own is None or absolute <= own[0]:
+            own = (absolute, "deadline")
+    if expiry_s is not None and (own is None or expiry_s * 1000.0 < own[0]):
+        own = (float(expiry_s) * 1000.0, "message_expiry")
     budget, source = route_ms, "route"
-    if own:
-        earliest, earliest_source = min(own)
-        if earliest < budget or allow_override:
-            budget, source = earliest, earliest_source
+    if own is not None and (own[0] < budget or allow_override):
+        budget, source = own
     return Deadline(at=received + budget / 1000.0, budget_ms=budget, source=source)

@@ -19,7 +19,7 @@ from edged.types import Inbound
 Array = np.ndarray[Any, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
     route: Route
     message: Inbound
@@ -43,7 +43,7 @@ class Job:
         return self.message.topic
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
     """A result, for the requester and (``to_route``) the route's topic."""
 
@@ -54,7 +54,7 @@ class Answer:
     to_route: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refused:
     """A message that got no result: why, in a reason code and in words."""
 
@@ -66,7 +66,7 @@ class Refused:
     timings: Timings | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Several:
     """What one window of a streaming chain brought: a result each time its last stage ran
     (often none, its window still filling)."""

@@ -59,10 +59,10 @@ def to_input_tensor(array: Array, spec: TensorSpec) -> Array:
 
 
 def _finite(array: Array) -> bool:
-    """Whether every value is finite: their sum in float64 is, unless one is not (or float64
-    values near its limit overflow, which the full check then sorts out). One pass, no
+    """Whether every value is finite: their sum is, unless one is not (or large values
+    overflow, which the full check then sorts out). One pass in the array's own dtype, no
     array of booleans, for the common case."""
-    return math.isfinite(array.sum(dtype=np.float64)) or bool(np.isfinite(array).all())
+    return math.isfinite(array.sum()) or bool(np.isfinite(array).all())
 
 
 def quantize(array: Array, spec: TensorSpec) -> Array:

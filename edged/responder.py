@@ -89,13 +89,14 @@ class Responder:
         return Identity(route, model, self.device_id, message.topic, message.received_wall)
 
     def publish_topic(self, template: str, route: str, model: str, source_topic: str) -> str:
-        if not topics.uses_source(template):
-            key = (template, route, model)
-            fixed = self._fixed_topics.get(key)
-            if fixed is None:
-                fixed = self._fixed_topics[key] = self._render(template, route, model, "")
+        key = (template, route, model)
+        fixed = self._fixed_topics.get(key)
+        if fixed is not None:
             return fixed
-        return self._render(template, route, model, source_topic)
+        if topics.uses_source(template):
+            return self._render(template, route, model, source_topic)
+        fixed = self._fixed_topics[key] = self._render(template, route, model, "")
+        return fixed
 
     def _render(self, template: str, route: str, model: str, source_topic: str) -> str:
         values = {"device_id": self.device_id, "route": route, "model": model,

@@ -27,7 +27,7 @@ Clock = Callable[[], float]
 Hold = Callable[[Route], float]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Invoked:
     """A job whose invoke is done: what ``finish`` needs."""
 

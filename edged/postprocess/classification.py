@@ -9,6 +9,9 @@ import numpy as np
 from edged.postprocess.base import Array, Bound, Context, Kind, Result, dequantize, label_of
 from edged.runtime.tensors import TensorSpec
 
+SMALL = 32  # outputs this small are ordered and dequantized in plain Python: faster than
+# NumPy's set-up
+
 
 def classification(
     outputs: Sequence[Array],
@@ -23,11 +26,22 @@ def classification(
     result is ``{"label": None, "score": None, "top_k": []}``: nothing to report.
     """
     values, spec = outputs[0].reshape(-1), specs[0]
-    best = _best(values, spec, min(top_k, values.size))
-    scores = dequantize(values[best], spec)
+    k = min(top_k, values.size)
+    if values.size <= SMALL:  # a wake word's one score, a few classes: plain Python
+        listed = values.tolist()
+        best = (sorted(range(len(listed)), key=listed.__getitem__, reverse=True)[:k]
+                if len(listed) > 1 else [0])
+        if spec.quantized:
+            zero, scale = spec.zero_point, spec.scale
+            scores = [(listed[i] - zero) * scale for i in best]
+        else:
+            scores = [float(listed[i]) for i in best]
+    else:
+        order = _best(values, spec, k)
+        best, scores = order.tolist(), dequantize(values[order], spec).tolist()
     top = [
-        {"index": int(i), "label": label_of(labels, int(i)), "score": round(float(s), 6)}
-        for i, s in zip(best.tolist(), scores.tolist(), strict=True)
+        {"index": i, "label": label_of(labels, i), "score": round(s, 6)}
+        for i, s in zip(best, scores, strict=True)
         if threshold is None or s >= threshold
     ]
     if not top:
@@ -35,20 +49,11 @@ def classification(
     return {"label": top[0]["label"], "score": top[0]["score"], "top_k": top}
 
 
-SMALL = 32  # outputs this small are ordered in plain Python, faster than NumPy's set-up
-
-
 def _best(values: Array, spec: TensorSpec, k: int) -> Array:
     """The indices of the ``k`` highest scores, best first, ties to the lower index (quantized
     scores tie often, and which one wins must not depend on a sorting algorithm). Quantized
     outputs are ordered on their integers, as the scale is positive: a stable sort of 8-bit
     keys is a radix sort, and only the k winners are dequantized."""
-    if values.size == 1:
-        return np.zeros(1, dtype=np.intp)
-    if values.size <= SMALL:
-        listed = values.tolist()
-        return np.array(sorted(range(len(listed)), key=listed.__getitem__, reverse=True)[:k],
-                        dtype=np.intp)
     if spec.quantized and values.dtype == np.uint8:
         keys = np.subtract(255, values, dtype=np.uint8)
     elif spec.quantized and values.dtype == np.int8:

@@ -40,10 +40,20 @@ def _str16(text: str | bytes, what: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
+_TOPICS: dict[str, bytes] = {}  # encoded topic names: answers go to the same few again
+MAX_TOPICS = 4096  # a flood of new reply topics only refills it
+
+
 def _topic_name(topic: str) -> bytes:
-    if not topic or "+" in topic or "#" in topic:
-        raise ValueError(f"invalid topic name {topic!r}: empty or with a wildcard")
-    return _str16(topic, "topic")
+    field = _TOPICS.get(topic)
+    if field is None:
+        if not topic or "+" in topic or "#" in topic:
+            raise ValueError(f"invalid topic name {topic!r}: empty or with a wildcard")
+        field = _str16(topic, "topic")
+        if len(_TOPICS) >= MAX_TOPICS:
+            _TOPICS.clear()
+        _TOPICS[topic] = field
+    return field
 
 
 def _mid(mid: int) -> bytes:
@@ -72,24 +82,32 @@ def encode_publish(topic: str, payload: bytes | bytearray | memoryview, *, v5: b
         raise ValueError(f"invalid QoS {qos}")
     if dup and not qos:
         raise ValueError("DUP must not be set at QoS 0")
-    parts: list[bytes | bytearray | memoryview] = [_topic_name(topic)]
-    if qos:
-        parts.append(_mid(mid))
+    head = _topic_name(topic) + _mid(mid) if qos else _topic_name(topic)
     if v5:
-        props: list[bytes] = []  # in identifier order, as paho and mosquitto write them
-        if expiry_interval_s is not None:
-            if not 0 <= expiry_interval_s <= 0xFFFFFFFF:
-                raise ValueError(f"expiry interval {expiry_interval_s} out of range")
-            props += (b"\x02", expiry_interval_s.to_bytes(4, "big"))
-        if response_topic is not None:
-            props += (b"\x08", _topic_name(response_topic))
-        if correlation_data is not None:
-            props += (b"\x09", _str16(correlation_data, "correlation data"))
-        for key, value in user_properties:
-            props += (b"\x26", _str16(key, "user property"), _str16(value, "user property"))
-        parts.append(_props_block(b"".join(props)))
-    parts.append(payload)
-    return _packet(0x30 | dup << 3 | qos << 1 | retain, *parts)
+        if (expiry_interval_s is None and response_topic is None and correlation_data is None
+                and not user_properties):
+            head += _NO_PROPERTIES  # an answer, an event: the common case
+        else:
+            head += _props_block(_publish_properties(
+                correlation_data, user_properties, response_topic, expiry_interval_s))
+    first = _ONE[0x30 | dup << 3 | qos << 1 | retain]
+    return b"".join((first, _length(len(head) + len(payload)), head, payload))
+
+
+def _publish_properties(correlation_data: bytes | None, user_properties: Sequence[tuple[str, str]],
+                        response_topic: str | None, expiry_interval_s: int | None) -> bytes:
+    props: list[bytes] = []  # in identifier order, as paho and mosquitto write them
+    if expiry_interval_s is not None:
+        if not 0 <= expiry_interval_s <= 0xFFFFFFFF:
+            raise ValueError(f"expiry interval {expiry_interval_s} out of range")
+        props += (b"\x02", expiry_interval_s.to_bytes(4, "big"))
+    if response_topic is not None:
+        props += (b"\x08", _topic_name(response_topic))
+    if correlation_data is not None:
+        props += (b"\x09", _str16(correlation_data, "correlation data"))
+    for key, value in user_properties:
+        props += (b"\x26", _str16(key, "user property"), _str16(value, "user property"))
+    return b"".join(props)
 
 
 def encode_ack(kind: int, mid: int, *, v5: bool, reason: int = 0) -> bytes:

@@ -17,7 +17,7 @@ MAX_REMAINING = 268_435_455
 PINGREQ: bytes = b"\xc0\x00"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     """An application message from the server."""
 
