@@ -124,9 +124,12 @@ class Stats:
                 stats.late += 1
             else:
                 stats.succeeded += 1
-            for stage in STAGES:
-                stats.stages[stage].add(getattr(timings, stage))
-            stats.recent_total.append(timings.total)
+            total = timings.total
+            for histogram, ms in zip(stats.stages.values(), (  # in STAGES' order
+                    timings.queue, timings.preprocess, timings.invoke, timings.postprocess,
+                    total), strict=True):
+                histogram.add(ms)
+            stats.recent_total.append(total)
 
     def failed(self, route: str, reason: str) -> None:
         with self._lock:
