@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from edged.config import ModelConfig, RouteConfig
+from edged.deadline import Deadline
 from edged.job import Job, Refused
 from edged.pipeline import Pipeline
 from edged.responder import Responder
+from edged.results import Identity
 from edged.routes import Route
 from edged.runtime import LoadedModel, load_model, select_backend
 from edged.stats import Stats
@@ -114,13 +116,13 @@ def test_a_stop_answers_every_job_queued_prepared_or_running(
 
 def test_a_job_prepared_ahead_is_checked_against_when_the_model_is_free(
         accelerated: LoadedModel) -> None:
-    pipeline, _ = make(accelerated, deadline_ms=50)
+    pipeline, _ = make(accelerated)
     runner = pipeline.models["digits"].workers[0].runner
     try:
         message = frame(0)
         route = pipeline.routes[0]
-        job = Job(route, message, pipeline._responder.identity("cam", "digits", message),
-                  Pipeline._deadline(route, message), "t")
+        job = Job(route, message, Identity("cam", "digits", "box", "cam/1", message.received_wall),
+                  Deadline(message.received_mono + 0.050, 50.0, "route"), "t")
         assert not isinstance(runner.prepare(job), Refused)
         late = runner.prepare(job, expected_start=message.received_mono + 0.2)
         assert isinstance(late, Refused) and late.reason in ("deadline", "expired")
