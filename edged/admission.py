@@ -33,18 +33,28 @@ def _verdict(now: float, due: Deadline, finish: float, hold_s: float) -> str | N
 class StandingQueue:
     """CoDel's test of a bad queue: the wait has stayed over its target for a whole
     interval. A burst that drains within the interval is a good queue and is let in; a queue
-    that stays long under sustained overload only makes every answer hug its deadline."""
+    that stays long under sustained overload only makes every answer hug its deadline.
+
+    As in CoDel, a queue found standing is remembered for an interval after the wait was
+    last over its target: under sustained overload the wait dips under the target for a
+    moment and is back over it, and a fresh interval of grace each time would let the queue
+    grow back to the deadline, so the wait would hover near the deadline, not the target."""
 
     def __init__(self) -> None:
         self._over_since: float | None = None
+        self._standing_until = float("-inf")
 
     def standing(self, now: float, wait_s: float, target_s: float, interval_s: float) -> bool:
         if wait_s <= target_s:
             self._over_since = None
             return False
         if self._over_since is None:
-            self._over_since = now
-        return now - self._over_since >= interval_s
+            # Back over the target soon after a standing queue: the same overload.
+            self._over_since = now - interval_s if now < self._standing_until else now
+        if now - self._over_since >= interval_s:
+            self._standing_until = now + interval_s
+            return True
+        return False
 
 
 def at_arrival(now: float, due: Deadline, *, ahead: int, workers: int, busy: int,

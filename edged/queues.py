@@ -184,6 +184,11 @@ class ModelScheduler(Generic[T]):
                 item = self._pick()
             return item
 
+    def take(self) -> T | None:
+        """The next item to run, if one is queued now (never waits)."""
+        with self._cond:
+            return self._pick()
+
     def _pick(self) -> T | None:
         best: tuple[int, float] | None = None
         chosen: Policy[T] | None = None

@@ -28,6 +28,18 @@ Hold = Callable[[Route], float]
 
 
 @dataclass(slots=True)
+class Prepared:
+    """A job checked at pickup, with its input tensor: what ``start`` needs."""
+
+    job: Job
+    tensor: Array
+    geometry: Geometry | None
+    timings: Timings
+    started: float
+    ready: float
+
+
+@dataclass(slots=True)
 class Invoked:
     """A job whose invoke is done: what ``finish`` needs."""
 
@@ -55,6 +67,7 @@ class Runner:
         self._clock = clock
         self.pipelined = False
         """Set by a pipelined worker: its service time ends with the invoke."""
+        self._model_free_at = 0.0
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fallback_events": self.session.fallback_events,
@@ -71,35 +84,59 @@ class Runner:
         return self.finish(invoked) if isinstance(invoked, Invoked) else invoked
 
     def invoke(self, job: Job) -> Invoked | Outcome:
-        """The part of a job that holds the model: the check at pickup, the input tensor,
-        the invoke (and the chain's). A pipelined worker starts the next job's invoke while
-        another thread finishes this one. A refusal, or a streaming window (whose stages
-        run and finish in its topic's turn), comes back as the outcome itself."""
+        """The part of a job that holds the model: ``prepare`` then ``start``. A pipelined
+        worker starts the next job's invoke while another thread finishes this one. A
+        refusal, or a streaming window (whose stages run and finish in its topic's turn),
+        comes back as the outcome itself."""
+        prepared = self.prepare(job)
+        return self.start(prepared) if isinstance(prepared, Prepared) else prepared
+
+    def prepare(self, job: Job, expected_start: float = 0.0) -> Prepared | Outcome:
+        """The check at pickup and the input tensor. It may run on another thread while
+        the model is busy (the session is not touched), to start the job as soon as the
+        model is free: then ``expected_start`` is when that will be, for the check."""
         start = self._clock()
         timings = Timings(queue=(start - job.message.received_mono) * 1000)
         route = job.route
         # A streaming window is never refused for time: later windows need its rows.
         refusal = None if route.streaming is not None else admission.at_pickup(
-            start, job.deadline, queued_ms=timings.queue, service_s=self._estimate.seconds,
-            hold_s=self._hold(route))
+            max(start, expected_start), job.deadline, queued_ms=timings.queue,
+            service_s=self._estimate.seconds, hold_s=self._hold(route))
         if refusal is not None and not (refusal.reason == "deadline" and job.probe):
             return Refused(job.identity, job.message, refusal.reason, refusal.text,
                            job.deadline.budget_ms, timings)
         try:
             tensor, geometry = route.prepare(job.message.payload, job.array)
-            t1 = self._clock()
-            if route.streaming is not None:
-                return self._stream(job, tensor, geometry, timings, start, t1)
-            outputs = self._invoke(route, tensor)
         except MessageError as exc:
             route.skip(job.source, [job.seq])
             return Refused(job.identity, job.message, exc.reason, str(exc),
                            job.deadline.budget_ms)
+        t1 = self._clock()
+        timings.preprocess = (t1 - start) * 1000
+        return Prepared(job, tensor, geometry, timings, start, t1)
+
+    def start(self, prepared: Prepared) -> Invoked | Outcome:
+        """Run a prepared job's invoke (and its chain's) on the calling thread."""
+        job, timings, tensor = prepared.job, prepared.timings, prepared.tensor
+        t1 = self._clock()
+        waited = t1 - prepared.ready  # prepared ahead, it waited for the model
+        timings.queue += waited * 1000
+        if job.route.streaming is not None:
+            return self._stream(job, tensor, prepared.geometry, timings,
+                                prepared.started + waited, t1)
+        try:
+            outputs = self._invoke(job.route, tensor)
+        except MessageError as exc:
+            job.route.skip(job.source, [job.seq])
+            return Refused(job.identity, job.message, exc.reason, str(exc),
+                           job.deadline.budget_ms)
         t2 = self._clock()
         self._track_backend()
-        timings.preprocess = (t1 - start) * 1000
         timings.invoke = (t2 - t1) * 1000
-        return Invoked(job, tensor, geometry, outputs, timings, start, t2)
+        # The model's share of the job: from its pickup, or from the end of the invoke
+        # before it when it was prepared while that one ran.
+        started, self._model_free_at = max(prepared.started, self._model_free_at), t2
+        return Invoked(job, tensor, prepared.geometry, outputs, timings, started, t2)
 
     def finish(self, invoked: Invoked) -> Outcome:
         """Outputs -> the result, checked against the deadline once more."""

@@ -2,9 +2,11 @@
 hands each outcome to the sink.
 
 A worker whose model runs on an accelerator is pipelined: as soon as one invoke returns it
-starts the next, and a second thread of its own turns the outputs into the result (post-
-processing, the answer's JSON, publishing) while the accelerator is busy again. The
-accelerator, not the CPU work around it, then sets the pace.
+starts the next, and a second thread of its own, while the accelerator is busy again, turns
+the outputs into the result (post-processing, the answer's JSON, publishing) and prepares
+the job after (the check at pickup, the input tensor). The accelerator, not the CPU work
+around it, then sets the pace: between two invokes the worker only hands over the outputs
+and copies the next input in.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +24,7 @@ import structlog
 
 from edged.job import Job, Outcome, Refused
 from edged.queues import ModelScheduler
-from edged.runner import Invoked, Runner
+from edged.runner import Invoked, Prepared, Runner
 from edged.runtime import Session
 
 log = structlog.get_logger("edged.worker")
@@ -43,14 +46,24 @@ class Worker(threading.Thread):
         self.last_beat = time.monotonic()
         self.niceness = niceness
         self._niced = False
-        self._finishing: queue.Queue[Invoked | None] | None = (
-            queue.Queue(PIPELINE_DEPTH) if pipelined else None)
+        self._pipelined = pipelined
+        # C-level queues: the worker's hand-over must cost microseconds, not a Condition.
+        self._finishing: queue.SimpleQueue[Invoked | None] = queue.SimpleQueue()
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        """One token per invoked job the finisher may be behind; the worker waits for one."""
+        for _ in range(PIPELINE_DEPTH):
+            self._slots.put(None)
+        self._ready: deque[Prepared] = deque()
+        """The next job, prepared by the finishing thread while the model runs."""
+        self._taking = threading.Lock()
+        """Held to take a job: the worker never waits on the scheduler while the finishing
+        thread holds the last job it took, unprepared."""
 
     @property
     def busy(self) -> int:
-        """1 while a job of this worker is invoking or waiting to be finished."""
-        waiting = self._finishing.unfinished_tasks if self._finishing is not None else 0
-        return 1 if self._invoking or waiting else 0
+        """1 while a job of this worker is prepared, invoking or waiting to be finished."""
+        waiting = self._pipelined and self._slots.qsize() < PIPELINE_DEPTH
+        return 1 if self._invoking or self._ready or waiting else 0
 
     @property
     def session(self) -> Session:
@@ -60,17 +73,25 @@ class Worker(threading.Thread):
         return self.runner.describe()
 
     def run(self) -> None:
-        finisher = None
-        if self._finishing is not None:
-            finisher = threading.Thread(target=self._finish_all, name=f"{self.name}-finish",
-                                        daemon=True)
-            finisher.start()
+        if not self._pipelined:
+            try:
+                self._serve()
+            finally:
+                self.runner.close()
+            return
+        finisher = threading.Thread(target=self._finish_all, name=f"{self.name}-finish",
+                                    daemon=True)
+        finisher.start()
         try:
-            self._serve()
+            self._serve_pipelined()
         finally:
-            if finisher is not None and self._finishing is not None:
-                self._finishing.put(None)
-                finisher.join()
+            self._finishing.put(None)
+            finisher.join()
+            for prepared in self._ready:  # stopped after the drain's timeout
+                job = prepared.job
+                job.route.skip(job.source, [job.seq])
+                self._sink(Refused(job.identity, job.message, "shutdown",
+                                   "edged is shutting down; not run"))
             self.runner.close()
 
     def _lower_priority_on_the_cpu(self) -> None:
@@ -95,28 +116,74 @@ class Worker(threading.Thread):
                 continue
             self._invoking = 1
             try:
-                invoked = self.runner.invoke(job)
-                if not isinstance(invoked, Invoked):
-                    self._sink(invoked)  # refused, or a streaming window done in its turn
-                elif self._finishing is not None:
-                    self._finishing.put(invoked)
+                self._sink(self.runner.run(job))
+            except Exception:  # a worker thread must outlive any one message
+                self._failed(job)
+            finally:
+                self._invoking = 0
+
+    def _serve_pipelined(self) -> None:
+        """The accelerator's loop: everything between two invokes is on its critical path,
+        so the next job is usually prepared already and the outputs go over in one put."""
+        ready, runner, finishing, slots = self._ready, self.runner, self._finishing, self._slots
+        while not self.stop_event.is_set():
+            self._lower_priority_on_the_cpu()  # a pipelined worker fallen back to the CPU
+            self.last_beat = time.monotonic()
+            with self._taking:
+                prepared = ready.popleft() if ready else None
+                job = prepared.job if prepared is not None else self._scheduler.take()
+            if job is None:  # nothing queued and nothing in preparation: wait for a job
+                job = self._scheduler.get(timeout=POLL_S)
+                if job is None:
+                    continue
+            self._invoking = 1
+            try:
+                if prepared is None:
+                    first = runner.prepare(job)
+                    if not isinstance(first, Prepared):
+                        self._sink(first)
+                        continue
+                    prepared = first
+                invoked = runner.start(prepared)
+                if isinstance(invoked, Invoked):
+                    slots.get()  # waits only while the finisher is PIPELINE_DEPTH behind
+                    finishing.put(invoked)
                 else:
-                    self._sink(self.runner.finish(invoked))
+                    self._sink(invoked)  # refused, or a streaming window done in its turn
             except Exception:  # a worker thread must outlive any one message
                 self._failed(job)
             finally:
                 self._invoking = 0
 
     def _finish_all(self) -> None:
-        assert self._finishing is not None
+        """The finishing thread: while the model runs the next job, prepare the one after
+        it, then finish the one whose invoke just ended."""
         while (invoked := self._finishing.get()) is not None:
             try:
+                if not self._ready:
+                    # The running invoke will take about as long as the last one.
+                    self._prepare_next(invoked.invoked + invoked.timings.invoke / 1000)
                 self._sink(self.runner.finish(invoked))
             except Exception:
                 self._failed(invoked.job)
             finally:
-                self._finishing.task_done()
-        self._finishing.task_done()
+                self._slots.put(None)
+
+    def _prepare_next(self, model_free_at: float) -> None:
+        with self._taking:
+            while not self._ready and not self.stop_event.is_set():
+                job = self._scheduler.take()
+                if job is None:
+                    return
+                try:
+                    prepared = self.runner.prepare(job, model_free_at)
+                except Exception:
+                    self._failed(job)
+                    continue
+                if isinstance(prepared, Prepared):
+                    self._ready.append(prepared)
+                else:
+                    self._sink(prepared)  # refused at pickup: the next one, then
 
     def _failed(self, job: Job) -> None:
         log.exception("unexpected error in worker", route=job.route.name)

@@ -6,8 +6,13 @@
  *
  * Option "ms": milliseconds per invoke (a decimal number, default 4).
  *
+ * edged_sim_timeline() hands an in-process harness the CLOCK_MONOTONIC (time.monotonic())
+ * start and end of the recent invokes, so the accelerator's idle gaps between them are
+ * measured where they happen instead of inferred from Python's side.
+ *
  * Built at bench time: cc -shared -fPIC -O2 -I tests/delegates -o libsim.so sim_delegate.c
  * (tests/delegates/tflite_abi.h declares the slice of TFLite's C ABI used here). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +38,30 @@ enum { kSimTensorSize = 112 };
 typedef struct {
   long sleep_ns;
 } Settings;
+
+enum { kTimelineSize = 1 << 16 };
+static int64_t timeline[kTimelineSize][2]; /* (start, end) ns of invoke n % kTimelineSize */
+static size_t timeline_next;              /* invokes recorded so far */
+
+static int64_t monotonic_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Copy the last (at most max) invokes' start and end times, oldest first, into out (2 *
+ * max values); return how many were copied. Invokes of several interpreters interleave. */
+size_t edged_sim_timeline(int64_t* out, size_t max) {
+  size_t total = __atomic_load_n(&timeline_next, __ATOMIC_ACQUIRE);
+  size_t n = total < max ? total : max;
+  if (n > kTimelineSize) n = kTimelineSize;
+  for (size_t i = 0; i < n; i++) {
+    size_t slot = (total - n + i) % kTimelineSize;
+    out[2 * i] = timeline[slot][0];
+    out[2 * i + 1] = timeline[slot][1];
+  }
+  return n;
+}
 
 static SimTensorHead* tensor_at(TfLiteContext* context, int index) {
   return (SimTensorHead*)((char*)context->tensors + (size_t)index * kSimTensorSize);
@@ -77,9 +106,13 @@ static TfLiteStatus kernel_prepare(TfLiteContext* context, TfLiteNode* node) {
 
 static TfLiteStatus kernel_invoke(TfLiteContext* context, TfLiteNode* node) {
   const Settings* s = node->user_data;
+  int64_t started = monotonic_ns();
   struct timespec t = {s->sleep_ns / 1000000000L, s->sleep_ns % 1000000000L};
   while (nanosleep(&t, &t) != 0) {
   }
+  size_t slot = __atomic_fetch_add(&timeline_next, 1, __ATOMIC_ACQ_REL) % kTimelineSize;
+  timeline[slot][0] = started;
+  timeline[slot][1] = monotonic_ns();
   for (int i = 0; i < node->outputs->size; i++) {
     SimTensorHead* out = tensor_at(context, node->outputs->data[i]);
     if (out->data) memset(out->data, 0, out->bytes);

@@ -157,6 +157,15 @@ def test_scheduler_get_timeout_returns_none() -> None:
     assert s.get(timeout=0.01) is None
 
 
+def test_scheduler_take_never_waits() -> None:
+    s = scheduler(r=("fifo", 10, 0), hi=("fifo", 10, 1))
+    assert s.take() is None
+    s.put("r", Item("a"))
+    s.put("hi", Item("b"))
+    assert [s.take().name, s.take().name] == ["b", "a"]  # type: ignore[union-attr]
+    assert s.take() is None
+
+
 def test_scheduler_put_when_full_returns_the_evicted_oldest() -> None:
     s = scheduler(r=("fifo", 1, 0))
     a = Item("a")

@@ -33,7 +33,8 @@ class _Timing:
     def add(self, ms: float) -> None:
         self.count += 1
         self.sum_ms += ms
-        self.max_ms = max(self.max_ms, ms)
+        if ms > self.max_ms:
+            self.max_ms = ms
         self.recent.append(ms)
 
     def snapshot(self) -> dict[str, Any]:
@@ -65,8 +66,12 @@ class SessionHealth:
         self.events: deque[FallbackEvent] = deque(maxlen=EVENTS)
 
     def invoked(self, backend: str, ms: float) -> None:
+        # Once per invoke: no new _Timing (and its deque) made just to be thrown away.
         with self._lock:
-            self._timings.setdefault(backend, _Timing()).add(ms)
+            timing = self._timings.get(backend)
+            if timing is None:
+                timing = self._timings[backend] = _Timing()
+            timing.add(ms)
 
     def failed(self) -> None:
         with self._lock:

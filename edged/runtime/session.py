@@ -39,6 +39,7 @@ class Session:
         self.worker = model.next_worker() if worker is None else worker
         self._primary_spec = model.engines.primary(self.worker)
         self._timeout_ms = model.config.invoke_timeout_ms
+        self._watched = self._primary_spec.accelerated and self._timeout_ms is not None
         self.health = SessionHealth(model.config.retry_min_s, model.config.retry_max_s)
         self._lock = threading.Lock()
         self._recovered: Engine | None = None
@@ -55,7 +56,9 @@ class Session:
                 if not self._primary_spec.accelerated:
                     raise
                 known = str(exc)
-        self._active: Engine | None = self._primary or self._fallback
+        self._active: Engine | None = None
+        self._backend_name = "none"
+        self._activate(self._primary or self._fallback)
         if known is not None:
             self._fail_over(known)
 
@@ -63,10 +66,13 @@ class Session:
     def backend_name(self) -> str:
         """Where the next message runs: ``edgetpu:usb:0``, ``cpu``, ``cpu-fallback``, or
         ``none`` while an accelerator without fallback is down."""
-        active = self._active
-        if active is None:
-            return "none"
-        return f"{active.name}-fallback" if active is self._fallback else active.name
+        return self._backend_name
+
+    def _activate(self, engine: Engine | None) -> None:
+        # The name is read on every invoke: made once per switch, not per message.
+        self._active = engine
+        self._backend_name = ("none" if engine is None else f"{engine.name}-fallback"
+                              if engine is self._fallback else engine.name)
 
     @property
     def fallback_events(self) -> int:
@@ -83,25 +89,28 @@ class Session:
         Raises ModelExecutionError when the engine fails; the session has then already moved
         to its fallback for the next message.
         """
-        self._adopt_recovered()
+        # Every message passes here, between two invokes of an accelerator and around the
+        # microseconds of an inline model: one clock reading on each side, no more.
+        if self._recovered is not None:
+            self._adopt_recovered()
         engine = self._active
         if engine is None:
             raise ModelExecutionError(
                 f"model {self.model.name!r}: {self._primary_spec.name} is unavailable and "
                 f"fallback is off; {self.health.retry_text()}")
-        started = time.perf_counter()
-        self.health.invoking_since = time.monotonic()
+        health = self.health
+        started = health.invoking_since = time.monotonic()
         try:
             outputs = engine.run(tensor)
         except EngineFailure as exc:
+            health.invoking_since = None
             raise self._failed(engine, str(exc)) from exc
-        finally:
-            self.health.invoking_since = None
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if engine is self._primary and self._over_time(elapsed_ms):
+        health.invoking_since = None
+        elapsed_ms = (time.monotonic() - started) * 1000
+        if self._watched and engine is self._primary and self._over_time(elapsed_ms):
             raise self._failed(engine, f"invoke took {elapsed_ms:.0f} ms, over "
                                        f"invoke_timeout_ms of {self._timeout_ms}")
-        self.health.invoked(self.backend_name, elapsed_ms)
+        health.invoked(self._backend_name, elapsed_ms)
         return outputs
 
     def snapshot(self) -> dict[str, Any]:
@@ -121,7 +130,8 @@ class Session:
             recovered, self._recovered = self._recovered, None
         for engine in {id(e): e for e in (self._primary, self._fallback, recovered) if e}.values():
             engine.close()
-        self._active = self._primary = None
+        self._primary = None
+        self._activate(None)
 
     def _build(self, spec: EngineSpec) -> Engine:
         return make_engine(self.model, spec)
@@ -144,7 +154,7 @@ class Session:
         if self._primary is not None:
             self._primary.close()
         self._primary = None
-        self._active = self._fallback
+        self._activate(self._fallback)
         self.health.event("fallback", self._primary_spec.name, self.backend_name, reason)
         log.warning("accelerator failed; serving from the fallback", model=self.model.name,
                     worker=self.worker, backend=self._primary_spec.name,
@@ -188,7 +198,8 @@ class Session:
             engine, self._recovered = self._recovered, None
         if engine is None:
             return
-        self._primary = self._active = engine
+        self._primary = engine
+        self._activate(engine)
         was = f"{self._fallback.name}-fallback" if self._fallback else "none"
         self.health.event("recovered", was, engine.name, "warm-up invoke passed")
         self.health.reset_backoff()

@@ -1,0 +1,38 @@
+"""The in-process instrument for accelerator workers (scripts/worker_timeline.py): the
+simulated accelerator records when each invoke held it, on the clock edged uses."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edged.runtime import select_backend
+from tests.support.daemon import MODELS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from bench_targets import build_sim_delegate  # type: ignore[import-not-found]
+from worker_timeline import Timeline, gaps_summary  # type: ignore[import-not-found]
+
+
+def test_the_sim_delegate_records_each_invoke_on_the_monotonic_clock(tmp_path: Path) -> None:
+    accel = build_sim_delegate(tmp_path, "sim:10")
+    backend = select_backend()
+    interp = backend.interpreter_class(
+        model_path=str(MODELS / "digits_int8.tflite"),
+        experimental_delegates=[backend.load_delegate(str(accel.library), accel.options)])
+    interp.allocate_tensors()
+    start = time.monotonic()
+    for _ in range(4):
+        interp.invoke()
+        time.sleep(0.005)
+    end = time.monotonic()
+    pairs = Timeline(accel.library).since(start, end)
+    assert len(pairs) == 4
+    held = pairs[:, 1] - pairs[:, 0]
+    assert np.all(held >= 0.010) and np.all(held < 0.050)
+    summary = gaps_summary(pairs, end - start)
+    assert summary["invokes"] == 4
+    assert 5000 <= summary["gap_us_p50"] < 40_000  # the sleeps between the invokes
