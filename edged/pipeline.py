@@ -24,7 +24,7 @@ from edged.routes import Route
 from edged.runner import Runner
 from edged.runtime import LoadedModel
 from edged.stats import Stats
-from edged.transport import Transport, reply_time
+from edged.transport import Transport
 from edged.types import Inbound
 from edged.worker import Worker
 
@@ -258,7 +258,7 @@ class Pipeline:
 
     def hold_s(self, route: Route) -> float:
         """Time to keep in hand for an answer of ``route`` to reach its sender."""
-        return reply_time(self._transport, route.config.reply_margin_ms)
+        return self._transport.reply_time(route.config.reply_margin_ms)
 
     def _enqueue(self, route: Route, job: Job) -> None:
         scheduler = self.models[route.model.name].scheduler

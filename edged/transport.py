@@ -13,18 +13,10 @@ class Transport(Protocol):
     def publish(self, message: Outbound) -> None:
         """Send or queue ``message``; never blocks."""
 
-    def send_lag(self) -> float:
-        """How long (s) a message published now waits inside edged before it is written."""
-
-    def way_back(self) -> float:
-        """How long (s) a message written now takes through the broker to its receiver."""
-
-
-def reply_time(transport: Transport, margin_ms: float | None) -> float:
-    """How long (s) an answer needs after it is ready to reach its sender: what waits before
-    it in edged, and a route's fixed reply margin or, unset, the broker's way back."""
-    way_back = transport.way_back() if margin_ms is None else margin_ms / 1000.0
-    return transport.send_lag() + way_back
+    def reply_time(self, margin_ms: float | None) -> float:
+        """How long (s) an answer needs after it is ready to reach its sender: what waits
+        before it inside edged, then a route's fixed reply margin or, with none, the way
+        back through the broker as edged's probes measure it. Read for every message."""
 
 
 class BrokerSide(Transport, Protocol):

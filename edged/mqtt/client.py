@@ -189,17 +189,17 @@ class MqttClient:
 
     # publishing (any thread)
 
-    def send_lag(self) -> float:
-        """How long the oldest answer not yet written has waited in edged (s); 0 while
-        disconnected, when results go to the outbox instead (delivered late by design, not
-        by congestion)."""
+    def reply_time(self, margin_ms: float | None) -> float:
+        """How long (s) an answer needs after it is ready to reach its sender: how long the
+        oldest answer not yet written has waited in edged, then ``margin_ms`` or, unset,
+        the broker's round trip as edged's probes measure it. While disconnected, results
+        go to the outbox instead (delivered late by design, not by congestion): 0 then,
+        or the fixed margin."""
+        fixed = 0.0 if margin_ms is None else margin_ms / 1000.0
         link = self._out.link
-        return link.lag() if link is not None and self.connected.is_set() else 0.0
-
-    def way_back(self) -> float:
-        """The broker's round trip, as edged's probes measure it (s): what an answer
-        needs after it is written to reach its receiver."""
-        return self.wayback.margin_s() if self.connected.is_set() else 0.0
+        if link is None or not self.connected.is_set():
+            return fixed
+        return link.lag() + (self.wayback.margin_s() if margin_ms is None else fixed)
 
     def publish(self, message: Outbound) -> None:
         """Send ``message``, or queue it; never blocks. QoS 0 is dropped (and counted) while

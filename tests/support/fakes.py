@@ -25,11 +25,8 @@ class FakeTransport:
     def publish(self, message: Outbound) -> None:
         self.published.append(message)
 
-    def send_lag(self) -> float:
-        return self.send_lag_s
-
-    def way_back(self) -> float:
-        return self.way_back_s
+    def reply_time(self, margin_ms: float | None) -> float:
+        return self.send_lag_s + (self.way_back_s if margin_ms is None else margin_ms / 1000)
 
 
 class FakeBroker(FakeTransport):
