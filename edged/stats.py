@@ -4,12 +4,13 @@ Prometheus families (edged.metrics)."""
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from edged.results import Timings
 
@@ -18,6 +19,7 @@ STAGES = ("queue", "preprocess", "invoke", "postprocess", "total")
 BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
               1000.0, 2500.0, 5000.0)
 RECENT = 2048  # recent totals kept for percentiles
+FOLD_AT = 512  # results' stage times kept as they came, then added to the histograms at once
 
 
 @dataclass
@@ -28,10 +30,14 @@ class Histogram:
     sum_ms: float = 0.0
     count: int = 0
 
-    def add(self, ms: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS_MS, ms)] += 1
-        self.sum_ms += ms
-        self.count += 1
+    def add(self, ms: Any) -> None:
+        """Count ``ms``: one value or an array of them."""
+        values = np.asarray(ms, dtype=np.float64).reshape(-1)
+        slots = np.bincount(np.searchsorted(BUCKETS_MS, values, side="left"),
+                            minlength=len(self.counts))
+        self.counts = [c + int(n) for c, n in zip(self.counts, slots, strict=True)]
+        self.sum_ms += float(values.sum())
+        self.count += values.size
 
 
 @dataclass
@@ -43,6 +49,16 @@ class RouteStats:
     failed: Counter[str] = field(default_factory=Counter)
     stages: dict[str, Histogram] = field(default_factory=lambda: {s: Histogram() for s in STAGES})
     recent_total: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    unfolded: list[tuple[float, ...]] = field(default_factory=list)
+    """Stage times of results not yet in ``stages``, in STAGES' order: a message appends a
+    row, and the histograms take them in one pass (``fold``)."""
+
+    def fold(self) -> None:
+        if self.unfolded:
+            rows = np.array(self.unfolded, dtype=np.float64)
+            self.unfolded = []
+            for column, histogram in zip(rows.T, self.stages.values(), strict=True):
+                histogram.add(column)
 
     def on_time_rate(self) -> float | None:
         """Answered on time / everything that got an answer or was refused for time."""
@@ -124,12 +140,11 @@ class Stats:
                 stats.late += 1
             else:
                 stats.succeeded += 1
-            total = timings.total
-            for histogram, ms in zip(stats.stages.values(), (  # in STAGES' order
-                    timings.queue, timings.preprocess, timings.invoke, timings.postprocess,
-                    total), strict=True):
-                histogram.add(ms)
-            stats.recent_total.append(total)
+            stats.unfolded.append((timings.queue, timings.preprocess, timings.invoke,
+                                   timings.postprocess, timings.total))
+            stats.recent_total.append(timings.total)
+            if len(stats.unfolded) >= FOLD_AT:
+                stats.fold()
 
     def failed(self, route: str, reason: str) -> None:
         with self._lock:
@@ -149,6 +164,8 @@ class Stats:
     def export(self) -> dict[str, RouteStats]:
         """A deep-enough copy of every route's stats, for a consistent read."""
         with self._lock:
+            for r in self._routes.values():
+                r.fold()
             return {
                 name: RouteStats(
                     r.model, r.received, r.succeeded, r.late, Counter(r.failed),

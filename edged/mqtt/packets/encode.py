@@ -84,9 +84,15 @@ def encode_publish(topic: str, payload: bytes | bytearray | memoryview, *, v5: b
         raise ValueError("DUP must not be set at QoS 0")
     head = _topic_name(topic) + _mid(mid) if qos else _topic_name(topic)
     if v5:
-        if (expiry_interval_s is None and response_topic is None and correlation_data is None
-                and not user_properties):
-            head += _NO_PROPERTIES  # an answer, an event: the common case
+        if expiry_interval_s is None and response_topic is None and not user_properties:
+            # An event, or an answer with its request's correlation data: the common cases.
+            if correlation_data is None:
+                head += _NO_PROPERTIES
+            elif len(correlation_data) <= 124:  # the properties' length fits in one byte
+                head += b"".join((_ONE[len(correlation_data) + 3], b"\x09",
+                                  len(correlation_data).to_bytes(2, "big"), correlation_data))
+            else:
+                head += _props_block(b"\x09" + _str16(correlation_data, "correlation data"))
         else:
             head += _props_block(_publish_properties(
                 correlation_data, user_properties, response_topic, expiry_interval_s))
