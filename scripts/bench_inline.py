@@ -1,0 +1,107 @@
+"""Where an inline message's CPU goes, in-process: edged's real MqttClient, pipeline and
+interpreter (openWakeWord's hey_jarvis, run inline), fed PUBLISH bytes through a socket pair
+with the broker left out, one message per read or several. It prints edged's CPU per message
+(thread time, best and median of 7 rounds) and, with --profile, cProfile's top functions.
+
+What it leaves out is what the daemon pays on top on a real box: the wake-up from poll() and
+the cold caches of a thread that slept while the broker and the clients ran (scripts/bench.py
+measures the whole process against the seed-style loop).
+
+    .venv/bin/python scripts/bench_inline.py [--messages 35000] [--batch 1 4] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bench_targets as targets
+import yaml
+
+from edged.config import load_settings
+from edged.mqtt import MqttClient, packets
+from edged.mqtt.link import Link
+from edged.server import Server, load
+from edged.transport import BrokerSide
+from edged.types import Inbound
+
+ROUNDS = 7
+
+
+def serving(work: Path) -> tuple[Server, MqttClient]:
+    """edged with the bench's route and its defaults, its MQTT client not started."""
+    model = targets.fetch_wakeword()
+    flags = argparse.Namespace(**dict.fromkeys(targets.ROUTE_FLAGS), workers=2, inline=None,
+                               receive_maximum=None, worker_niceness=None, log_level="error")
+    (work / "edged.yaml").write_text(yaml.safe_dump(
+        targets.edged_config(1883, "bench/in/+", model, flags, None)))
+    settings = load_settings(work / "edged.yaml")
+    made: list[MqttClient] = []
+
+    def make(on_message: Callable[[Inbound], None]) -> BrokerSide:
+        made.append(MqttClient(settings.mqtt, "edged-bench", "edged/bench/status", [],
+                               on_message))
+        return made[0]
+
+    server = Server(settings, load(settings), work / "edged.yaml", make_transport=make)
+    return server, made[0]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=35_000)
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4],
+                   help="messages per read (1: each alone, as at low rates)")
+    p.add_argument("--profile", action="store_true", help="cProfile's top 40 by own time")
+    args = p.parse_args()
+    server, client = serving(Path(tempfile.mkdtemp(prefix="edged-inline-")))
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    link = Link(ours, True, 60, threading.get_ident())
+    client._out.attach(link, 64)  # as a CONNACK would: the answers go to this link
+    client.connected.set()
+    payload = targets.input_payload(targets.fetch_wakeword())
+    # Deadlines far off: this measures the path of a message that is served.
+    deadline = ("deadline", str(int(time.time() * 1000 + 3_600_000)))
+    frames = [packets.encode_publish("bench/in/a", payload, v5=True, response_topic="bench/r/x",
+                                     correlation_data=str(i).encode(),
+                                     user_properties=[deadline]) for i in range(200)]
+
+    def serve(n: int, batch: int) -> None:
+        for i in range(0, n, batch):
+            broker.sendall(b"".join(frames[(i + j) % len(frames)] for j in range(batch)))
+            client._handle(link, link.read())
+            link.flush()
+            broker.recv(1 << 20)
+
+    for batch in args.batch:
+        serve(2000, batch)  # warm up
+        per_round = args.messages // ROUNDS
+        rounds = []
+        for _ in range(ROUNDS):
+            start = time.thread_time()
+            serve(per_round, batch)
+            rounds.append((time.thread_time() - start) / per_round * 1e6)
+        rounds.sort()
+        print(f"{batch} message(s) per read: {rounds[0]:.1f} us CPU per message "
+              f"(median {rounds[ROUNDS // 2]:.1f}), the socket pair's own calls included")
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(serve, 20_000, args.batch[0])
+        pstats.Stats(profile).sort_stats("tottime").print_stats(40)
+    totals = server.stats.totals()
+    print(f"served {totals['succeeded']} of {totals['received']}")
+    return 0 if totals["succeeded"] == totals["received"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
