@@ -166,3 +166,36 @@ def test_the_probes_time_the_way_back_and_never_reach_edged(broker: Broker) -> N
     assert 0 < way_back["margin_ms"] < 100
     assert not way_back["broker_nagle_suspected"]  # the test broker sets set_tcp_nodelay
     assert inbox.messages == []
+
+
+COALESCE_MS = 50.0
+
+
+@pytest.mark.integration
+def test_a_fast_stream_is_read_in_batches_and_a_lone_message_is_not_held(
+        broker: Broker) -> None:
+    topic, name = names("coalesce")
+    inbox = Inbox()
+    cfg = MqttConfig(port=broker.port, coalesce_ms=COALESCE_MS)
+    client = MqttClient(cfg, name, f"edged/{name}/status", [topic], inbox)
+    client.start()
+    assert client.connected.wait(10)
+    time.sleep(0.2)
+    probe = Probe(broker.port)
+    try:
+        start = time.monotonic()
+        for i in range(3000):  # 10,000 a second for 0.3 s
+            while time.monotonic() < start + i / 10_000:
+                time.sleep(0.0001)
+            probe.publish(topic, str(i).encode(), qos=0)
+        assert inbox.wait_for(3000) == [str(i).encode() for i in range(3000)]
+        # Read as they come, the stream takes 2-3 messages a read here; gathered, over 10.
+        assert client.snapshot()["packets_per_read"] > 6
+        time.sleep(0.5)  # the stream has stopped: the socket's mark falls back
+        sent = time.monotonic()
+        probe.publish(topic, b"lone", qos=0)
+        assert inbox.wait_for(3001)[-1] == b"lone"
+        assert time.monotonic() - sent < 0.025  # not held for the 50 ms window
+    finally:
+        probe.close()
+        client.stop()

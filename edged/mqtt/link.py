@@ -42,6 +42,7 @@ class Link:
         self._out = bytearray()
         self._out_since = 0.0  # when the oldest unsent byte was queued (monotonic s)
         self.last_write = self.last_read = time.monotonic()
+        self.bytes_read = 0
         self.wake: Callable[[], None] = lambda: None
         """Called when bytes from another thread wait for the MQTT thread to send them."""
 
@@ -93,6 +94,7 @@ class Link:
             if not data:
                 raise LinkClosed("the broker closed the connection")
             self.last_read = time.monotonic()
+            self.bytes_read += len(data)
             try:
                 out += self.decoder.feed(data)
             except packets.MalformedPacket as exc:
@@ -126,6 +128,10 @@ class Link:
                 self._out_since = self.last_write
                 self._out += memoryview(data)[sent:]
                 self.wake()
+
+    def set_low_water(self, nbytes: int) -> None:
+        """``poll`` reports the socket readable once ``nbytes`` bytes wait (SO_RCVLOWAT)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
 
     def wants_write(self) -> bool:
         return bool(self._out)
