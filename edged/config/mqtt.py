@@ -54,9 +54,9 @@ class MqttConfig(Section):
         "so a low value keeps frames from going stale in the broker during an overload"
     )
     coalesce_ms: float = Field(
-        1.0, ge=0, le=50, description="when messages come faster than one per this many ms, "
-        "let them gather up to this long in the socket so one wake-up of edged reads "
-        "several: less CPU per message on a small box, at most this much added latency. "
+        0.8, ge=0, le=50, description="when two or more messages come within this many "
+        "ms, let them gather up to this long in the socket so one wake-up of edged reads "
+        "them all: less CPU per message on a small box, at most this much added latency. "
         "0: read every message as it comes"
     )
     password: SecretStr | None = Field(
