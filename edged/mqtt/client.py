@@ -82,11 +82,11 @@ class MqttClient:
         self.state = ConnectionState()
         self.wayback = WayBack()
         self.held_for_next_session = 0
+        """QoS 1 messages left unacknowledged on shutdown for the next session."""
         self.reads = 0
         """Reads of the socket that brought packets (with ``packets_read``: how many
         messages a wake-up serves, which read coalescing raises at high rates)."""
         self.packets_read = 0
-        """QoS 1 messages left unacknowledged on shutdown for the next session."""
         self._holding = False
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stop = threading.Event()

@@ -86,13 +86,8 @@ def encode_publish(topic: str, payload: bytes | bytearray | memoryview, *, v5: b
     if v5:
         if expiry_interval_s is None and response_topic is None and not user_properties:
             # An event, or an answer with its request's correlation data: the common cases.
-            if correlation_data is None:
-                head += _NO_PROPERTIES
-            elif len(correlation_data) <= 124:  # the properties' length fits in one byte
-                head += b"".join((_ONE[len(correlation_data) + 3], b"\x09",
-                                  len(correlation_data).to_bytes(2, "big"), correlation_data))
-            else:
-                head += _props_block(b"\x09" + _str16(correlation_data, "correlation data"))
+            head += (_NO_PROPERTIES if correlation_data is None else
+                     _props_block(b"\x09" + _str16(correlation_data, "correlation data")))
         else:
             head += _props_block(_publish_properties(
                 correlation_data, user_properties, response_topic, expiry_interval_s))
