@@ -145,15 +145,11 @@ class Worker(threading.Thread):
                         continue
                     prepared = first
                 invoked = runner.start(prepared)
-                if not isinstance(invoked, Invoked):
-                    self._sink(invoked)  # refused, or a streaming window done in its turn
-                elif ready or slots.qsize() < PIPELINE_DEPTH or len(self._scheduler):
+                if isinstance(invoked, Invoked):
                     slots.get()  # waits only while the finisher is PIPELINE_DEPTH behind
                     finishing.put(invoked)
                 else:
-                    # Nothing to run next and the finisher idle: finishing here saves the
-                    # answer a thread's wake-up (a job arriving meanwhile waits for it).
-                    self._sink(runner.finish(invoked))
+                    self._sink(invoked)  # refused, or a streaming window done in its turn
             except Exception:  # a worker thread must outlive any one message
                 self._failed(job)
             finally:
