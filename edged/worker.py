@@ -181,6 +181,11 @@ class Worker(threading.Thread):
                     self._failed(job)
                     continue
                 if isinstance(prepared, Prepared):
+                    if not prepared.tensor.flags.writeable:
+                        # A view of the payload's bytes: set_tensor would copy it to a
+                        # writeable array first, and drop the GIL for the copy and wait to
+                        # take it back, between two invokes. Here the copy costs nothing.
+                        prepared.tensor = prepared.tensor.copy()
                     self._ready.append(prepared)
                 else:
                     self._sink(prepared)  # refused at pickup: the next one, then

@@ -8,7 +8,9 @@
  *
  * edged_sim_timeline() hands an in-process harness the CLOCK_MONOTONIC (time.monotonic())
  * start and end of the recent invokes, so the accelerator's idle gaps between them are
- * measured where they happen instead of inferred from Python's side.
+ * measured where they happen instead of inferred from Python's side. With the environment
+ * variable SIM_DELEGATE_TIMELINE set to a path, the process writes the same record there
+ * with ".PID" appended (text, "start_ns end_ns" per line) when it exits, for a daemon measured from outside.
  *
  * Built at bench time: cc -shared -fPIC -O2 -I tests/delegates -o libsim.so sim_delegate.c
  * (tests/delegates/tflite_abi.h declares the slice of TFLite's C ABI used here). */
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tflite_abi.h"
 
@@ -104,6 +107,21 @@ static TfLiteStatus kernel_prepare(TfLiteContext* context, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
+static void write_timeline(void) {
+  const char* path = getenv("SIM_DELEGATE_TIMELINE");
+  char full[4096];
+  if (!path || snprintf(full, sizeof full, "%s.%d", path, (int)getpid()) >= (int)sizeof full) return;
+  FILE* f = fopen(full, "w");
+  if (!f) return;
+  size_t total = __atomic_load_n(&timeline_next, __ATOMIC_ACQUIRE);
+  size_t n = total < kTimelineSize ? total : kTimelineSize;
+  for (size_t i = 0; i < n; i++) {
+    size_t slot = (total - n + i) % kTimelineSize;
+    fprintf(f, "%lld %lld\n", (long long)timeline[slot][0], (long long)timeline[slot][1]);
+  }
+  fclose(f);
+}
+
 static TfLiteStatus kernel_invoke(TfLiteContext* context, TfLiteNode* node) {
   const Settings* s = node->user_data;
   int64_t started = monotonic_ns();
@@ -162,6 +180,9 @@ TfLiteDelegate* tflite_plugin_create_delegate(const char* const* keys,
     return NULL;
   }
   s->sleep_ns = (long)(ms * 1e6);
+  static int registered;
+  if (getenv("SIM_DELEGATE_TIMELINE") && !__atomic_exchange_n(&registered, 1, __ATOMIC_ACQ_REL))
+    atexit(write_timeline);
   delegate->data_ = s;
   delegate->Prepare = prepare;
   return delegate;

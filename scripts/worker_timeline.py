@@ -11,6 +11,13 @@ measured where it happens.
   # the MQTT thread's share of the GIL at 2x/4x, roughly: Python work per frame it reads
   .venv/bin/python scripts/worker_timeline.py --loads 2 4 --reader-us 300
 
+For edged run as a process (scripts/bench.py), the delegate writes the same record when the
+process exits, and this script summarises it:
+
+  SIM_DELEGATE_TIMELINE=/tmp/sim .venv/bin/python scripts/bench.py --model mobilenet \
+      --accelerator sim:4 --workers 1 --loads 4 --duration 8
+  .venv/bin/python scripts/worker_timeline.py --read /tmp/sim.PID   # edged's PID
+
 It first runs a bare interpreter loop (what bench.py calls the raw capacity), then edged's
 pipeline at each load (a multiple of that capacity): answers on time within --deadline-ms
 of submission / capacity, late answers, refusals, and the gaps between invokes.
@@ -75,6 +82,23 @@ def gaps_summary(pairs: np.ndarray[Any, Any], wall_s: float) -> dict[str, Any]:
         "gap_us_p90": round(float(np.percentile(gaps, 90)), 1),
         "gap_us_p99": round(float(np.percentile(gaps, 99)), 1),
         "gap_us_mean": round(float(gaps.mean()), 1),
+    }
+
+
+def summarise_file(path: Path) -> dict[str, Any]:
+    """A record written at exit (SIM_DELEGATE_TIMELINE): the gaps between invokes that
+    followed each other (a queue waiting, under 2 ms apart) and the idle stretches."""
+    pairs = np.loadtxt(path, dtype=np.int64, ndmin=2) / 1e9
+    if len(pairs) < 2:
+        return {"invokes": len(pairs)}
+    gaps = (pairs[1:, 0] - pairs[:-1, 1]) * 1e6
+    back_to_back = gaps[gaps < 2000]
+    return {
+        **gaps_summary(pairs, float(pairs[-1, 1] - pairs[0, 0])),
+        "back_to_back": len(back_to_back),
+        "back_to_back_gap_us_mean": round(float(back_to_back.mean()), 1),
+        "back_to_back_gap_us_p50_p90_p99": [round(float(v), 1) for v in
+                                            np.percentile(back_to_back, [50, 90, 99])],
     }
 
 
@@ -188,7 +212,12 @@ def main() -> None:
                    help="Python work per frame on the submitting thread, GIL held")
     p.add_argument("--switch-interval-ms", type=float,
                    help="sys.setswitchinterval for the run (default: Python's 5 ms)")
+    p.add_argument("--read", type=Path, metavar="FILE",
+                   help="summarise a record the delegate wrote at exit, then stop")
     args = p.parse_args()
+    if args.read is not None:
+        print(json.dumps(summarise_file(args.read)))
+        return
     # Refusals are logged as warnings, at hundreds a second under overload.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     if args.switch_interval_ms is not None:

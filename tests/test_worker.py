@@ -128,3 +128,20 @@ def test_a_job_prepared_ahead_is_checked_against_when_the_model_is_free(
         assert isinstance(late, Refused) and late.reason in ("deadline", "expired")
     finally:
         pipeline.models["digits"].discard()
+
+
+def test_a_job_prepared_ahead_has_a_writeable_input(accelerated: LoadedModel) -> None:
+    """A read-only view of the payload would make set_tensor copy it again, on the worker's
+    path between two invokes, letting go of the GIL for the copy and waiting to take it
+    back: the finishing thread makes the copy instead, while the model runs."""
+    pipeline, _ = make(accelerated)
+    workers = pipeline.models["digits"]
+    try:
+        pipeline.submit(frame(0))
+        worker = workers.workers[0]
+        worker._prepare_next(time.monotonic())
+        (prepared,) = worker._ready
+        assert prepared.tensor.flags.writeable and prepared.tensor.flags.c_contiguous
+        assert workers.busy == 1  # a prepared job counts: a stop waits for it
+    finally:
+        workers.discard()
