@@ -136,11 +136,8 @@ class Collector:
         else:
             self.answers[int(message.correlation_data)] = (now, b'"late":true' in message.payload)
 
-    def send_lag(self) -> float:
-        return 0.0
-
-    def way_back(self) -> float:
-        return 0.0005
+    def reply_time(self, margin_ms: float | None) -> float:
+        return 0.0005 if margin_ms is None else margin_ms / 1000  # a broker's way back
 
 
 def run_load(library: Path, ms: float, rate: float, seconds: float, deadline_ms: float,
