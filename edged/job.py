@@ -1,7 +1,8 @@
 """What flows through the pipeline: a job in, an outcome out (values only).
 
 Workers and the inline runner return outcomes; the responder, the one sink, turns them into
-MQTT messages and stats.
+MQTT messages and stats. Values, not declared frozen for the per-message cost (see
+``edged.types``).
 """
 
 from __future__ import annotations

@@ -29,8 +29,7 @@ def classification(
     k = min(top_k, values.size)
     if values.size <= SMALL:  # a wake word's one score, a few classes: plain Python
         listed = values.tolist()
-        best = (sorted(range(len(listed)), key=listed.__getitem__, reverse=True)[:k]
-                if len(listed) > 1 else [0])
+        best = sorted(range(len(listed)), key=listed.__getitem__, reverse=True)[:k]
         if spec.quantized:
             zero, scale = spec.zero_point, spec.scale
             scores = [(listed[i] - zero) * scale for i in best]
