@@ -18,8 +18,6 @@ is called (the SIGTERM drain), so the broker delivers it again to the next sessi
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
 import select
 import threading
 import time
@@ -37,6 +35,7 @@ from edged.mqtt.coalesce import Coalescer
 from edged.mqtt.link import Link, LinkClosed
 from edged.mqtt.outgoing import Outgoing
 from edged.mqtt.packets import Ack, ConnAck, Disconnect, PingResp, Publish, SubAck
+from edged.mqtt.wakeup import Wakeup
 from edged.mqtt.wayback import WayBack
 from edged.outbox import Outbox
 from edged.types import Inbound, Outbound
@@ -90,18 +89,12 @@ class MqttClient:
         self._holding = False
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stop = threading.Event()
-        self._calls: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = (
-            queue.SimpleQueue())
         self._thread: threading.Thread | None = None
         self._qos2_in: set[int] = set()  # inbound QoS 2 ids between PUBREC and PUBREL
         self._ping_sent: float | None = None
         self._nagle_told = False
         self._probe_lost_told = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._asleep = False
-        self._woken = False
+        self._wakeup = Wakeup()
 
     # lifecycle
 
@@ -122,13 +115,11 @@ class MqttClient:
             self.flush(2.0)
         self.call_in_loop(self._disconnect, timeout=2.0)
         self._stop.set()
-        self._wake()
+        self._wakeup.wake()
         if self._thread is not None:
             self._thread.join(5.0)
             if not self._thread.is_alive():
-                self._woken = True  # no wake-up writes from now on: the pipe closes
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                self._wakeup.close()
         self._out.requeue_unacked()
         left = self.outbox.close()
         self.state.change("stopped", delivered_on_stop=flush, undelivered=left,
@@ -144,7 +135,7 @@ class MqttClient:
         while time.monotonic() < end and self.connected.is_set():
             if self._out.all_delivered():
                 return True
-            self._wake()
+            self._wakeup.wake()
             time.sleep(0.02)
         return self._out.all_delivered()
 
@@ -154,10 +145,7 @@ class MqttClient:
         if self._thread is None or not self._thread.is_alive():
             fn()
             return True
-        done = threading.Event()
-        self._calls.put((fn, done))
-        self._wake()
-        return done.wait(timeout)
+        return self._wakeup.call(fn).wait(timeout)
 
     def set_subscriptions(self, filters: Sequence[str]) -> None:
         """Subscribe to new filters and drop old ones. Call it through ``call_in_loop``."""
@@ -213,13 +201,6 @@ class MqttClient:
         disconnected; QoS 1 and 2 wait in the outbox."""
         self._out.publish(message)
 
-    def _wake(self) -> None:
-        """Wake the MQTT thread if it sleeps in poll()."""
-        if self._asleep and not self._woken:
-            self._woken = True
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
-
     # the MQTT thread
 
     def _run(self) -> None:
@@ -261,7 +242,7 @@ class MqttClient:
 
     def _accepted(self, link: Link, connack: ConnAck) -> None:
         self._backoff.reset()
-        link.wake = self._wake
+        link.wake = self._wakeup.wake
         if not connack.session_present:
             self._qos2_in.clear()
         self._ping_sent = None
@@ -280,12 +261,12 @@ class MqttClient:
     def _serve(self, link: Link) -> None:
         poller = select.poll()
         poller.register(link.sock, _POLL_IN)
-        poller.register(self._wake_r, _POLL_IN)
+        poller.register(self._wakeup.fd, _POLL_IN)
         fd, writing, low_water = link.sock.fileno(), False, 1
         coalesce = Coalescer(self._config.coalesce_ms / 1000.0)
         try:
             while not self._stop.is_set():
-                self._asleep = True
+                self._wakeup.asleep = True
                 wants = link.wants_write()
                 if wants != writing:
                     poller.modify(fd, _POLL_IN | _POLL_OUT if wants else _POLL_IN)
@@ -295,11 +276,7 @@ class MqttClient:
                     link.set_low_water(low_water)
                 events = ([] if link.pending()
                           else poller.poll(coalesce.timeout_ms(LOOP_S * 1000)))
-                self._asleep = False
-                if self._woken:
-                    self._woken = False
-                    with contextlib.suppress(OSError):
-                        os.read(self._wake_r, 4096)
+                self._wakeup.woke()
                 # While coalescing, what came before the mark is read when the window ends.
                 if low_water > 1 or link.pending() or any(f == fd for f, _ in events):
                     before = link.bytes_read
@@ -313,7 +290,7 @@ class MqttClient:
                     coalesce.observe(time.monotonic(), 0, 0)
                 link.flush()
                 self.loop_beat = time.monotonic()
-                self._run_calls()
+                self._wakeup.run_calls()
                 self._timers(link)
                 link.flush()
         except LinkClosed as exc:
@@ -421,17 +398,4 @@ class MqttClient:
         while not self._stop.is_set() and time.monotonic() < end:
             self._stop.wait(min(LOOP_S, max(0.0, end - time.monotonic())))
             self.loop_beat = time.monotonic()
-            self._run_calls()
-
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                fn, done = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fn()
-            except Exception:
-                log.exception("error in a call on the MQTT thread")
-            finally:
-                done.set()
+            self._wakeup.run_calls()

@@ -1,0 +1,69 @@
+"""How other threads reach the MQTT thread: a wake-up for its ``poll`` (a pipe it watches
+beside the socket) and a queue of calls it runs between two batches of messages."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.get_logger("edged.mqtt")
+
+
+class Wakeup:
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe()
+        """The end ``poll`` watches."""
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._write_fd, False)
+        self.asleep = False
+        """Set by the MQTT thread around its ``poll``: a write is needed only then."""
+        self._woken = False
+        self._calls: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = (
+            queue.SimpleQueue())
+
+    def wake(self) -> None:
+        """Wake the MQTT thread if it sleeps in ``poll`` (any thread)."""
+        if self.asleep and not self._woken:
+            self._woken = True
+            with contextlib.suppress(OSError):
+                os.write(self._write_fd, b"x")
+
+    def woke(self) -> None:
+        """After ``poll`` (MQTT thread): empty the pipe if it was written."""
+        self.asleep = False
+        if self._woken:
+            self._woken = False
+            with contextlib.suppress(OSError):
+                os.read(self.fd, 4096)
+
+    def call(self, fn: Callable[[], None]) -> threading.Event:
+        """Queue ``fn`` for the MQTT thread and wake it; the event is set once it ran."""
+        done = threading.Event()
+        self._calls.put((fn, done))
+        self.wake()
+        return done
+
+    def run_calls(self) -> None:
+        """Run the queued calls (MQTT thread)."""
+        while True:
+            try:
+                fn, done = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception:
+                log.exception("error in a call on the MQTT thread")
+            finally:
+                done.set()
+
+    def close(self) -> None:
+        """Once the MQTT thread has ended: no wake-up writes from now on."""
+        self._woken = True
+        os.close(self.fd)
+        os.close(self._write_fd)
