@@ -25,7 +25,8 @@ class ServiceTimeEstimate:
         self._quantile = quantile
         self._refresh_every = refresh_every
         self._since_refresh = 0
-        self._value = initial_s
+        self.seconds = initial_s
+        """The estimate, read for every message (a float read whole: no lock)."""
         self._lock = threading.Lock()
         self._clock = clock
         self._stale_after_s = stale_after_s
@@ -41,7 +42,7 @@ class ServiceTimeEstimate:
                 self._since_refresh = 0
                 ordered = sorted(self._samples)
                 rank = max(0, math.ceil(self._quantile * len(ordered)) - 1)
-                self._value = ordered[rank]
+                self.seconds = ordered[rank]
 
     def probe_due(self) -> bool:
         """True when nothing has run for a while. Everything refused on the estimate's word
@@ -61,11 +62,6 @@ class ServiceTimeEstimate:
         with self._lock:
             self._samples.clear()
             self._since_refresh = 0
-
-    @property
-    def seconds(self) -> float:
-        with self._lock:
-            return self._value
 
 
 def expected_finish(now: float, ahead: int, workers: int, busy: int, service_s: float) -> float:

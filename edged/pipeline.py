@@ -21,7 +21,7 @@ from edged.queues import ModelScheduler
 from edged.responder import Responder
 from edged.results import Identity
 from edged.routes import Route
-from edged.runner import Runner
+from edged.runner import Hold, Runner
 from edged.runtime import LoadedModel
 from edged.stats import Stats
 from edged.transport import Transport
@@ -39,7 +39,7 @@ class ModelWorkers:
     """One model's service-time estimate and its runners: one on the calling thread when
     the model runs inline, else a scheduler and worker threads."""
 
-    def __init__(self, model: LoadedModel, responder: Responder, hold: Callable[[Route], float],
+    def __init__(self, model: LoadedModel, responder: Responder, hold: Hold,
                  clock: Clock, niceness: int = 0, inline: bool = False) -> None:
         self.model = model
         self.inline = inline
@@ -123,7 +123,8 @@ class Pipeline:
         for route in self.routes:
             name = route.model.name
             if name not in self.models:
-                self.models[name] = ModelWorkers(route.model, responder, self.hold_s, clock,
+                self.models[name] = ModelWorkers(route.model, responder,
+                                                 transport.reply_time, clock,
                                                  niceness, _inline(name, self.routes))
             cfg = route.config
             self.models[name].scheduler.add_route(route.name, cfg.queue, cfg.queue_size,
@@ -196,25 +197,31 @@ class Pipeline:
                                   f"route's max_payload_bytes of {limit}")
             route.lost(message.topic)
             return
+        arrays: list[Array | None] | None
         try:
             due = self._deadline(route, message)
             arrays = ([w.array for w in route.windows(message)]
-                      if route.windowers is not None else [None])
+                      if route.windowers is not None else None)
         except BadInputError as exc:
             self._responder.error(identity, message, exc.reason, str(exc))
             route.lost(message.topic)
             return
-        if route.samples is not None:  # audio chunks
-            arrays = list(self._sample_windows(route, message, identity))
-        if not arrays:
-            return  # the window is still filling: nothing to run yet
-        seqs: list[int | None] = [None] * len(arrays)
-        if route.streaming is not None:  # number the windows of the stream
-            seqs = list(route.streaming.number(message.topic, len(arrays)))
         topic = self._responder.publish_topic(route.config.publish, route.name,
                                               route.model.name, message.topic)
-        jobs = [Job(route, message, identity, due, topic, array, seq)
-                for array, seq in zip(arrays, seqs, strict=True)]
+        if arrays is None and route.samples is None and route.streaming is None:
+            jobs = [Job(route, message, identity, due, topic, None, None)]  # most routes
+        else:
+            if route.samples is not None:  # audio chunks
+                arrays = list(self._sample_windows(route, message, identity))
+            elif arrays is None:
+                arrays = [None]
+            if not arrays:
+                return  # the window is still filling: nothing to run yet
+            seqs: list[int | None] = [None] * len(arrays)
+            if route.streaming is not None:  # number the windows of the stream
+                seqs = list(route.streaming.number(message.topic, len(arrays)))
+            jobs = [Job(route, message, identity, due, topic, array, seq)
+                    for array, seq in zip(arrays, seqs, strict=True)]
         workers = self.models[route.model.name]
         if workers.runner is not None:  # inline: the runner checks the deadline at pickup
             for job in jobs:
@@ -275,13 +282,19 @@ class Pipeline:
 
     @staticmethod
     def _deadline(route: Route, message: Inbound) -> Deadline:
+        user_ms = user_abs_ms = None  # the last of each, as Inbound.user_property, in one pass
+        for key, value in message.user_properties:
+            if key == deadline.USER_DEADLINE_ABS:
+                user_abs_ms = value
+            elif key == deadline.USER_DEADLINE_MS:
+                user_ms = value
         return deadline.resolve(
             received=message.received_mono,
             received_wall=message.received_wall,
             route_ms=route.config.deadline_ms,
             allow_override=route.config.allow_deadline_override,
-            user_ms=message.user_property(deadline.USER_DEADLINE_MS),
-            user_abs_ms=message.user_property(deadline.USER_DEADLINE_ABS),
+            user_ms=user_ms,
+            user_abs_ms=user_abs_ms,
             expiry_s=message.expiry_interval_s,
         )
 
@@ -297,8 +310,8 @@ class Pipeline:
             name = route.model.name
             if name not in models:
                 models[name] = self._reusable(name, route.model, routes) or ModelWorkers(
-                    route.model, self._responder, self.hold_s, self._clock, niceness,
-                    _inline(name, routes))
+                    route.model, self._responder, self._transport.reply_time, self._clock,
+                    niceness, _inline(name, routes))
             if models[name] is not self.models.get(name):  # not yet started: safe to open
                 models[name].open_chain(route.chain)
         return models

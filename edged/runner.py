@@ -24,7 +24,7 @@ from edged.streaming import ORDER_WAIT_S
 log = structlog.get_logger("edged.runner")
 Array = np.ndarray[Any, Any]
 Clock = Callable[[], float]
-Hold = Callable[[Route], float]
+Hold = Callable[[float | None], float]  # a reply margin (ms; None: measured) -> seconds
 
 
 @dataclass(slots=True)
@@ -80,7 +80,10 @@ class Runner:
 
     def run(self, job: Job) -> Outcome:
         """The whole job, on the calling thread."""
-        invoked = self.invoke(job)
+        prepared = self.prepare(job)
+        if not isinstance(prepared, Prepared):
+            return prepared
+        invoked = self.start(prepared)
         return self.finish(invoked) if isinstance(invoked, Invoked) else invoked
 
     def invoke(self, job: Job) -> Invoked | Outcome:
@@ -101,7 +104,7 @@ class Runner:
         # A streaming window is never refused for time: later windows need its rows.
         refusal = None if route.streaming is not None else admission.at_pickup(
             max(start, expected_start), job.deadline, queued_ms=timings.queue,
-            service_s=self._estimate.seconds, hold_s=self._hold(route))
+            service_s=self._estimate.seconds, hold_s=self._hold(route.config.reply_margin_ms))
         if refusal is not None and not (refusal.reason == "deadline" and job.probe):
             return Refused(job.identity, job.message, refusal.reason, refusal.text,
                            job.deadline.budget_ms, timings)
@@ -125,13 +128,15 @@ class Runner:
             return self._stream(job, tensor, prepared.geometry, timings,
                                 prepared.started + waited, t1)
         try:
-            outputs = self._invoke(job.route, tensor)
+            outputs = (self._invoke(job.route, tensor) if job.route.chain
+                       else self.session.run(tensor))
         except MessageError as exc:
             job.route.skip(job.source, [job.seq])
             return Refused(job.identity, job.message, exc.reason, str(exc),
                            job.deadline.budget_ms)
         t2 = self._clock()
-        self._track_backend()
+        if self.session.backend_name != self._backend:
+            self._backend_changed()
         timings.invoke = (t2 - t1) * 1000
         # The model's share of the job: from its pickup, or from the end of the invoke
         # before it when it was prepared while that one ran.
@@ -152,7 +157,7 @@ class Runner:
         self._estimate.add((invoked.invoked if self.pipelined else end) - invoked.started)
         timings.postprocess = (end - invoked.invoked) * 1000
         timings.total = (end - job.message.received_mono) * 1000
-        late = end > job.deadline.at - self._hold(route)
+        late = end > job.deadline.at - self._hold(route.config.reply_margin_ms)
         if late and route.config.on_late == "drop":
             return Refused(
                 job.identity, job.message, "deadline",
@@ -200,12 +205,13 @@ class Runner:
         results = streaming.advance(job.source, job.seq, first, self._run_chained, settle,
                                     ORDER_WAIT_S)
         end = self._clock()
-        self._track_backend()
+        if self.session.backend_name != self._backend:
+            self._backend_changed()
         self._estimate.add(end - start)
         timings.preprocess = (t1 - start) * 1000
         timings.invoke = (end - t1) * 1000
         timings.total = (end - job.message.received_mono) * 1000
-        late = end > job.deadline.at - self._hold(job.route)
+        late = end > job.deadline.at - self._hold(job.route.config.reply_margin_ms)
         if results and late and job.route.config.on_late == "drop":
             return Refused(
                 job.identity, job.message, "deadline",
@@ -214,11 +220,9 @@ class Runner:
         return Several(tuple(Answer(job, result, timings, late=late, to_route=to_route)
                              for result, to_route in results))
 
-    def _track_backend(self) -> None:
+    def _backend_changed(self) -> None:
         """After a switch between accelerator and CPU, old service times mislead."""
         backend = self.session.backend_name
-        if backend != self._backend:
-            log.warning("worker changed backend", worker=self.name, was=self._backend,
-                        now=backend)
-            self._backend = backend
-            self._estimate.reset()
+        log.warning("worker changed backend", worker=self.name, was=self._backend, now=backend)
+        self._backend = backend
+        self._estimate.reset()

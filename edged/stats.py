@@ -130,12 +130,12 @@ class Stats:
 
     def received(self, route: str) -> None:
         with self._lock:
-            self._route(route).received += 1
+            (self._routes.get(route) or self._route(route)).received += 1
 
     def answered(self, route: str, timings: Timings, late: bool = False) -> None:
         """A result was published (``late`` when the route publishes late results)."""
         with self._lock:
-            stats = self._route(route)
+            stats = self._routes.get(route) or self._route(route)
             if late:
                 stats.late += 1
             else:

@@ -25,6 +25,7 @@ def test_a_call_wakes_the_poll_and_runs_on_the_polling_thread() -> None:
     wakeup.woke()
     wakeup.run_calls()
     assert events and time.monotonic() - start < 2.0
+    caller.join()  # the caller's thread keeps the event once ``call`` has returned it
     assert ran_on == [threading.get_ident()] and done[0].is_set()
     assert poller.poll(0) == []  # the pipe was emptied
     wakeup.close()

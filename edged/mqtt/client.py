@@ -42,6 +42,7 @@ from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.mqtt")
 LOOP_S = 0.1  # longest sleep: how soon outbox entries, calls and timers are served
+TIMERS_S = 0.01  # keep-alive, probes and the outbox, at most this often (and after acks)
 CONNECT_TIMEOUT_S = 10.0
 _POLL_IN, _POLL_OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
 
@@ -76,6 +77,7 @@ class MqttClient:
         self.announce: list[Outbound] = list(announce)
         """Published on every connect, after ``online`` (Home Assistant discovery)."""
         self.connected = threading.Event()
+        self._up = False  # connected.is_set(), as a plain read
         self.loop_beat = time.monotonic()
         """When the MQTT thread last went round its loop (for the systemd watchdog)."""
         self.state = ConnectionState()
@@ -91,6 +93,7 @@ class MqttClient:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._qos2_in: set[int] = set()  # inbound QoS 2 ids between PUBREC and PUBREL
+        self._acked = False  # acknowledgements came: the outbox may go on
         self._ping_sent: float | None = None
         self._nagle_told = False
         self._probe_lost_told = False
@@ -192,7 +195,7 @@ class MqttClient:
         or the fixed margin."""
         fixed = 0.0 if margin_ms is None else margin_ms / 1000.0
         link = self._out.link
-        if link is None or not self.connected.is_set():
+        if link is None or not self._up:  # read for every message: not Event.is_set()
             return fixed
         return link.lag() + (self.wayback.margin_s() if margin_ms is None else fixed)
 
@@ -253,46 +256,59 @@ class MqttClient:
         for message in self.announce:  # retained each time: the consumer may have restarted
             self._out.send(message, None)
         self.connected.set()
+        self._up = True
         self.state.change("connected", host=self._config.host, port=self._config.port,
                           session_present=connack.session_present,
                           waiting_in_outbox=len(self.outbox),
                           subscriptions=self._subscriptions)
 
     def _serve(self, link: Link) -> None:
+        # One pass per wake-up: at low rates every message pays for a pass, so the pass does
+        # only what is due (the timers every TIMERS_S, calls when queued).
         poller = select.poll()
         poller.register(link.sock, _POLL_IN)
         poller.register(self._wakeup.fd, _POLL_IN)
         fd, writing, low_water = link.sock.fileno(), False, 1
         coalesce = Coalescer(self._config.coalesce_ms / 1000.0)
+        wakeup, stop, tls = self._wakeup, self._stop, link.tls
+        idle_ms, window_ms = LOOP_S * 1000, coalesce.window_s * 1000
+        timers_at = 0.0
         try:
-            while not self._stop.is_set():
-                self._wakeup.asleep = True
-                wants = link.wants_write()
-                if wants != writing:
-                    poller.modify(fd, _POLL_IN | _POLL_OUT if wants else _POLL_IN)
-                    writing = wants
-                if coalesce.low_water() != low_water:
-                    low_water = coalesce.low_water()
-                    link.set_low_water(low_water)
-                events = ([] if link.pending()
-                          else poller.poll(coalesce.timeout_ms(LOOP_S * 1000)))
-                self._wakeup.woke()
+            while not stop.is_set():
+                wakeup.asleep = True
+                if link.wants_write() != writing:
+                    writing = not writing
+                    poller.modify(fd, _POLL_IN | _POLL_OUT if writing else _POLL_IN)
+                mark = coalesce.low_water()
+                if mark != low_water:
+                    low_water = mark
+                    link.set_low_water(mark)
+                waiting = tls and link.pending()
+                events = [] if waiting else poller.poll(window_ms if mark > 1 else idle_ms)
+                wakeup.woke()
                 # While coalescing, what came before the mark is read when the window ends.
-                if low_water > 1 or link.pending() or any(f == fd for f, _ in events):
+                readable = waiting or mark > 1
+                for event_fd, _ in events:
+                    readable = readable or event_fd == fd
+                now = time.monotonic()
+                if readable:
                     before = link.bytes_read
                     incoming = link.read()
-                    coalesce.observe(time.monotonic(), len(incoming), link.bytes_read - before)
+                    coalesce.observe(now, len(incoming), link.bytes_read - before)
                     if incoming:
                         self.reads += 1
                         self.packets_read += len(incoming)
-                    self._handle(link, incoming)
+                        self._handle(link, incoming)
                 elif not events:
-                    coalesce.observe(time.monotonic(), 0, 0)
+                    coalesce.observe(now, 0, 0)
                 link.flush()
-                self.loop_beat = time.monotonic()
-                self._wakeup.run_calls()
-                self._timers(link)
-                link.flush()
+                self.loop_beat = now
+                if wakeup.queued():
+                    wakeup.run_calls()
+                if now >= timers_at or self._acked:
+                    timers_at = now + TIMERS_S
+                    self._timers(link, now)
+                    link.flush()
         except LinkClosed as exc:
             self._lost(link, str(exc))
         finally:
@@ -312,6 +328,7 @@ class MqttClient:
                 link.send(packets.encode_ack(packets.PUBCOMP, packet.mid, v5=self._v5))
             elif isinstance(packet, Ack):
                 self._out.on_ack(link, packet)
+                self._acked = True  # room for what waits in the outbox
             elif isinstance(packet, SubAck):
                 self._out.on_suback(packet)
             elif isinstance(packet, PingResp):
@@ -344,9 +361,10 @@ class MqttClient:
         except Exception:  # the network thread must survive any one message
             log.exception("error handling a message", topic=msg.topic[:200])
 
-    def _timers(self, link: Link) -> None:
-        """Keep-alive, probes, the outbox: what the loop does besides messages."""
-        now = time.monotonic()
+    def _timers(self, link: Link, now: float) -> None:
+        """Keep-alive, probes, the outbox: what the loop does besides messages, every
+        TIMERS_S and after acknowledgements."""
+        self._acked = False
         keepalive = self._config.keepalive_s
         if self._ping_sent is not None and now - self._ping_sent > keepalive:
             raise LinkClosed(f"no answer to a ping within the keep-alive of {keepalive} s")
@@ -378,6 +396,7 @@ class MqttClient:
     def _lost(self, link: Link, why: str) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        self._up = False
         self.wayback.connection_lost()
         if was_connected and not self._stop.is_set():
             self.state.change("disconnected", why)
@@ -390,6 +409,7 @@ class MqttClient:
             link.send(packets.encode_disconnect(v5=self._v5))
             link.flush()
         self.connected.clear()
+        self._up = False
         self._stop.set()
 
     def _wait(self, seconds: float) -> None:

@@ -48,13 +48,14 @@ class Wakeup:
         self.wake()
         return done
 
+    def queued(self) -> bool:
+        """Whether calls wait (checked on every pass of the MQTT thread)."""
+        return not self._calls.empty()
+
     def run_calls(self) -> None:
-        """Run the queued calls (MQTT thread)."""
-        while True:
-            try:
-                fn, done = self._calls.get_nowait()
-            except queue.Empty:
-                return
+        """Run the queued calls (MQTT thread, the only one that takes them)."""
+        while not self._calls.empty():
+            fn, done = self._calls.get_nowait()
             try:
                 fn()
             except Exception:

@@ -111,20 +111,36 @@ class InlineEngine:
         self.input = inputs[0]
         self._input_index = self.input.index
         self._output_indices = [o.index for o in self.outputs]
+        self._set_tensor, self._invoke, self._get_tensor = _tensor_calls(self._interpreter)
 
     def run(self, tensor: Array) -> list[Array]:
         # set_tensor copies once into the interpreter's buffer, as writing through a view
         # would, in one call instead of three.
         try:
-            self._interpreter.set_tensor(self._input_index, tensor)
-            self._interpreter.invoke()
-            return [self._interpreter.get_tensor(i) for i in self._output_indices]
+            self._set_tensor(self._input_index, tensor)
+            self._invoke()
+            get = self._get_tensor
+            return [get(i) for i in self._output_indices]
         except (RuntimeError, ValueError) as exc:
             raise EngineFailure(str(exc).strip() or type(exc).__name__) from exc
 
     def close(self) -> None:
-        # The interpreter must go before its delegates; dropping it does both in order.
-        self._interpreter = None
+        # The interpreter must go before its delegates; dropping it does both in order (the
+        # bound calls hold it too).
+        self._interpreter = self._set_tensor = self._invoke = self._get_tensor = None
+
+
+def _tensor_calls(interpreter: Any) -> tuple[Any, Any, Any]:
+    """``set_tensor``, ``invoke`` and ``get_tensor``, as the runtime's native wrapper's own
+    calls when it has them (ai-edge-litert and tflite-runtime both do): the Python methods
+    around them add three frames and a reference-count check to every message of a model of
+    microseconds. That check guards against arrays that view the interpreter's buffers
+    (``Interpreter.tensor``), which edged never makes: ``get_tensor`` copies."""
+    native = getattr(interpreter, "_interpreter", None)
+    calls = [getattr(native, name, None) for name in ("SetTensor", "Invoke", "GetTensor")]
+    if all(callable(c) for c in calls):
+        return calls[0], calls[1], calls[2]
+    return interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
 
 
 def check_compatible(engine: Engine, input_spec: TensorSpec,

@@ -30,13 +30,6 @@ class _Timing:
     max_ms: float = 0.0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
-    def add(self, ms: float) -> None:
-        self.count += 1
-        self.sum_ms += ms
-        if ms > self.max_ms:
-            self.max_ms = ms
-        self.recent.append(ms)
-
     def snapshot(self) -> dict[str, Any]:
         ordered = sorted(self.recent)
 
@@ -71,7 +64,11 @@ class SessionHealth:
             timing = self._timings.get(backend)
             if timing is None:
                 timing = self._timings[backend] = _Timing()
-            timing.add(ms)
+            timing.count += 1  # in place, not in a method of _Timing: once per invoke
+            timing.sum_ms += ms
+            if ms > timing.max_ms:
+                timing.max_ms = ms
+            timing.recent.append(ms)
 
     def failed(self) -> None:
         with self._lock:

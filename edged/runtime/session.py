@@ -57,21 +57,17 @@ class Session:
                     raise
                 known = str(exc)
         self._active: Engine | None = None
-        self._backend_name = "none"
+        self.backend_name = "none"
+        """Where the next message runs: ``edgetpu:usb:0``, ``cpu``, ``cpu-fallback``, or
+        ``none`` while an accelerator without fallback is down (read by other threads)."""
         self._activate(self._primary or self._fallback)
         if known is not None:
             self._fail_over(known)
 
-    @property
-    def backend_name(self) -> str:
-        """Where the next message runs: ``edgetpu:usb:0``, ``cpu``, ``cpu-fallback``, or
-        ``none`` while an accelerator without fallback is down."""
-        return self._backend_name
-
     def _activate(self, engine: Engine | None) -> None:
         # The name is read on every invoke: made once per switch, not per message.
         self._active = engine
-        self._backend_name = ("none" if engine is None else f"{engine.name}-fallback"
+        self.backend_name = ("none" if engine is None else f"{engine.name}-fallback"
                               if engine is self._fallback else engine.name)
 
     @property
@@ -110,7 +106,7 @@ class Session:
         if self._watched and engine is self._primary and self._over_time(elapsed_ms):
             raise self._failed(engine, f"invoke took {elapsed_ms:.0f} ms, over "
                                        f"invoke_timeout_ms of {self._timeout_ms}")
-        health.invoked(self._backend_name, elapsed_ms)
+        health.invoked(self.backend_name, elapsed_ms)
         return outputs
 
     def snapshot(self) -> dict[str, Any]:

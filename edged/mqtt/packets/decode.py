@@ -140,8 +140,9 @@ _PublishProperties = tuple[int, "str | None", "bytes | None", "int | None", "int
 
 def _publish_properties(buf: memoryview, pos: int, end: int) -> _PublishProperties:
     """A PUBLISH's properties -> (position after them, response topic, correlation data,
-    expiry, topic alias, user properties). A request's usual few are read inline; anything
-    else (or anything wrong) goes through ``_properties`` for the full checks."""
+    expiry, topic alias, user properties). A request's usual few are read inline, with the
+    length checks of ``_field`` and ``_utf8`` written out (every request passes here); anything
+    else, or anything wrong, goes through ``_properties``, whose checks give the verdict."""
     start, length = pos, buf[pos]
     if length < 0x80:
         pos += 1
@@ -150,26 +151,37 @@ def _publish_properties(buf: memoryview, pos: int, end: int) -> _PublishProperti
     stop = pos + length
     response_topic = correlation = expiry = None
     user: list[tuple[str, str]] = []
-    while pos < stop <= end:
-        ident = buf[pos]
-        if ident == 0x09 and correlation is None:
-            field_end = _field(buf, pos + 1, stop)
-            correlation, pos = bytes(buf[pos + 3:field_end]), field_end
-        elif ident == 0x08 and response_topic is None:
-            field_end = _field(buf, pos + 1, stop)
-            response_topic, pos = _utf8(buf, pos + 3, field_end), field_end
-        elif ident == 0x26:
-            key_end = _field(buf, pos + 1, stop)
-            field_end = _field(buf, key_end, stop)
-            user.append((_utf8(buf, pos + 3, key_end), _utf8(buf, key_end + 2, field_end)))
-            pos = field_end
-        elif ident == 0x02 and expiry is None and pos + 5 <= stop:
-            expiry, pos = int.from_bytes(buf[pos + 1:pos + 5], "big"), pos + 5
+    try:
+        while pos < stop <= end and pos + 3 <= stop:
+            ident = buf[pos]
+            field_end = pos + 3 + ((buf[pos + 1] << 8) | buf[pos + 2])  # a string's or bytes'
+            if field_end > stop and ident != 0x02:
+                break
+            if ident == 0x09 and correlation is None:
+                correlation, pos = bytes(buf[pos + 3:field_end]), field_end
+            elif ident == 0x08 and response_topic is None:
+                response_topic, pos = str(buf[pos + 3:field_end], "utf-8"), field_end
+                if "\x00" in response_topic:
+                    break
+            elif ident == 0x26 and field_end + 2 <= stop:
+                value_end = field_end + 2 + ((buf[field_end] << 8) | buf[field_end + 1])
+                if value_end > stop:
+                    break
+                key = str(buf[pos + 3:field_end], "utf-8")
+                value = str(buf[field_end + 2:value_end], "utf-8")
+                if "\x00" in key or "\x00" in value:
+                    break
+                user.append((key, value))
+                pos = value_end
+            elif ident == 0x02 and expiry is None and pos + 5 <= stop:
+                expiry, pos = int.from_bytes(buf[pos + 1:pos + 5], "big"), pos + 5
+            else:
+                break
         else:
-            break
-    else:
-        if pos == stop:
-            return stop, response_topic, correlation, expiry, None, tuple(user)
+            if pos == stop:
+                return stop, response_topic, correlation, expiry, None, tuple(user)
+    except UnicodeDecodeError:
+        pass
     props, pos = _properties(buf, start, end, PUBLISH)
     return (pos, props.get(0x08), props.get(0x09), props.get(0x02), props.get(0x23),
             tuple(props.get(0x26, ())))
@@ -238,8 +250,13 @@ class Decoder:
     def _scan(self, buf: memoryview, keep: bool, out: list[Packet]) -> None:
         pos, n = 0, len(buf)
         while pos < n:
-            if pos + 1 < n and buf[pos + 1] < 0x80:  # a one-byte remaining length, inline
+            # A remaining length of one or two bytes (packets up to 16 KB), read inline.
+            if pos + 1 < n and buf[pos + 1] < 0x80:
                 fixed, size = 2, buf[pos + 1] + 2
+                if size > self._max:
+                    self._check(size)
+            elif pos + 2 < n and 0 < buf[pos + 2] < 0x80:
+                fixed, size = 3, ((buf[pos + 1] & 0x7F) | (buf[pos + 2] << 7)) + 3
                 if size > self._max:
                     self._check(size)
             else:
@@ -297,8 +314,13 @@ class Decoder:
         if dup and not qos:
             raise MalformedPacket("PUBLISH with DUP set at QoS 0")
         topic_end = _field(buf, pos, end)
-        topic = _utf8(buf, pos + 2, topic_end)
-        if "+" in topic or "#" in topic:
+        try:
+            topic = str(buf[pos + 2:topic_end], "utf-8")  # _utf8, written out
+        except UnicodeDecodeError:
+            topic = _utf8(buf, pos + 2, topic_end)  # raises, saying why
+        if "+" in topic or "#" in topic or "\x00" in topic:
+            if "\x00" in topic:
+                raise MalformedPacket("U+0000 in a string")
             raise MalformedPacket(f"wildcard in the topic name {topic!r}")
         pos, mid = topic_end, 0
         if qos:

@@ -22,6 +22,8 @@ def _length(n: int) -> bytes:
     """A Variable Byte Integer."""
     if n < 128:
         return _ONE[n]
+    if n < 16384:  # an answer's size
+        return bytes((n & 0x7F | 0x80, n >> 7))
     if n > MAX_REMAINING:
         raise ValueError(f"packet too large: remaining length {n}")
     out = bytearray()
