@@ -101,3 +101,40 @@ def test_a_truncated_model_fails_to_load_with_the_path(tmp_path: Path) -> None:
     broken.write_bytes((MODELS / "digits_int8.tflite").read_bytes()[:2000])
     with pytest.raises(ModelLoadError, match=r"broken\.tflite"):
         load_model("broken", digits_config(path=broken), select_backend())
+
+
+def test_the_engine_calls_the_runtime_natively_and_falls_back_to_its_public_methods() -> None:
+    from edged.runtime.engine import _tensor_calls
+
+    model = load_model("digits", digits_config(), select_backend())
+    interpreter = model.new_interpreter()
+    native = _tensor_calls(interpreter)
+    # both runtimes keep their native wrapper there: the Python methods are skipped
+    assert [c.__name__ for c in native] == ["SetTensor", "Invoke", "GetTensor"]
+    # Holding them, the interpreter's own invoke() sees references to its data and refuses:
+    # an engine uses one set of calls or the other, never both.
+    with pytest.raises(RuntimeError, match="reference to internal data"):
+        interpreter.invoke()
+    fresh = model.new_interpreter()
+
+    class PublicOnly:  # a runtime without that wrapper
+        def __init__(self) -> None:
+            self.inner = fresh
+
+        def set_tensor(self, index: int, value: np.ndarray) -> None:
+            self.inner.set_tensor(index, value)
+
+        def invoke(self) -> None:
+            self.inner.invoke()
+
+        def get_tensor(self, index: int) -> np.ndarray:
+            out: np.ndarray = self.inner.get_tensor(index)
+            return out
+
+    public = PublicOnly()
+    set_tensor, invoke, get_tensor = _tensor_calls(public)
+    assert set_tensor == public.set_tensor and get_tensor == public.get_tensor
+    tensor = np.zeros(model.input.shape, model.input.dtype)
+    set_tensor(model.input.index, tensor)
+    invoke()
+    assert get_tensor(model.outputs[0].index).shape == model.outputs[0].shape

@@ -74,6 +74,10 @@ class MqttClient:
         self._out = Outgoing(self._v5, outbox if outbox is not None else Outbox(OutboxConfig()),
                              self.refusals)
         self.outbox = self._out.outbox
+        self.publish: Callable[[Outbound], None] = self._out.publish
+        """Send a message, or queue it; never blocks (any thread). QoS 0 is dropped (and
+        counted) while disconnected; QoS 1 and 2 wait in the outbox. Outgoing's own method:
+        every answer goes through it, and a method here passing it on would add a frame."""
         self.announce: list[Outbound] = list(announce)
         """Published on every connect, after ``online`` (Home Assistant discovery)."""
         self.connected = threading.Event()
@@ -198,11 +202,6 @@ class MqttClient:
         if link is None or not self._up:  # read for every message: not Event.is_set()
             return fixed
         return link.lag() + (self.wayback.margin_s() if margin_ms is None else fixed)
-
-    def publish(self, message: Outbound) -> None:
-        """Send ``message``, or queue it; never blocks. QoS 0 is dropped (and counted) while
-        disconnected; QoS 1 and 2 wait in the outbox."""
-        self._out.publish(message)
 
     # the MQTT thread
 

@@ -100,7 +100,7 @@ class Link:
             except packets.MalformedPacket as exc:
                 raise LinkClosed(f"malformed packet from the broker: {exc}") from exc
             budget -= len(data)
-            if len(data) < READ_CHUNK and not self.pending():
+            if len(data) < READ_CHUNK and not (self.tls and self.pending()):
                 break
         return out
 
@@ -109,12 +109,13 @@ class Link:
     def send(self, data: bytes) -> None:
         """Queue ``data``; from a thread other than the MQTT thread, on plain TCP, try to
         send it at once."""
+        on_loop = threading.get_ident() == self._loop_thread
         with self._lock:
-            if threading.get_ident() == self._loop_thread or self.tls or self._out:
+            if on_loop or self.tls or self._out:
                 if not self._out:
                     self._out_since = time.monotonic()
                 self._out += data
-                if threading.get_ident() != self._loop_thread:
+                if not on_loop:
                     self.wake()
                 return
             try:

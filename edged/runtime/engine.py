@@ -119,8 +119,7 @@ class InlineEngine:
         try:
             self._set_tensor(self._input_index, tensor)
             self._invoke()
-            get = self._get_tensor
-            return [get(i) for i in self._output_indices]
+            return list(map(self._get_tensor, self._output_indices))  # no Python frame
         except (RuntimeError, ValueError) as exc:
             raise EngineFailure(str(exc).strip() or type(exc).__name__) from exc
 
@@ -135,7 +134,9 @@ def _tensor_calls(interpreter: Any) -> tuple[Any, Any, Any]:
     calls when it has them (ai-edge-litert and tflite-runtime both do): the Python methods
     around them add three frames and a reference-count check to every message of a model of
     microseconds. That check guards against arrays that view the interpreter's buffers
-    (``Interpreter.tensor``), which edged never makes: ``get_tensor`` copies."""
+    (``Interpreter.tensor``), which edged never makes: ``get_tensor`` copies. Once these
+    are held, the check itself counts them as such references: the interpreter's own
+    ``invoke`` refuses to run, so an engine uses these calls and nothing else."""
     native = getattr(interpreter, "_interpreter", None)
     calls = [getattr(native, name, None) for name in ("SetTensor", "Invoke", "GetTensor")]
     if all(callable(c) for c in calls):

@@ -73,6 +73,14 @@ def _props_block(body: bytes) -> bytes:
     return _length(len(body)) + body if body else _NO_PROPERTIES
 
 
+def _correlation_block(data: bytes) -> bytes:
+    """The property block of an answer: its request's correlation data alone."""
+    n = len(data)
+    if n < 125:  # the block's length fits one byte
+        return bytes((n + 3, 0x09, 0, n)) + data
+    return _props_block(b"\x09" + _str16(data, "correlation data"))
+
+
 def encode_publish(topic: str, payload: bytes | bytearray | memoryview, *, v5: bool, qos: int = 0,
                    mid: int = 0, retain: bool = False, dup: bool = False,
                    correlation_data: bytes | None = None,
@@ -89,7 +97,7 @@ def encode_publish(topic: str, payload: bytes | bytearray | memoryview, *, v5: b
         if expiry_interval_s is None and response_topic is None and not user_properties:
             # An event, or an answer with its request's correlation data: the common cases.
             head += (_NO_PROPERTIES if correlation_data is None else
-                     _props_block(b"\x09" + _str16(correlation_data, "correlation data")))
+                     _correlation_block(correlation_data))
         else:
             head += _props_block(_publish_properties(
                 correlation_data, user_properties, response_topic, expiry_interval_s))
