@@ -23,7 +23,7 @@ class Refusal:
 
 
 def _verdict(now: float, due: Deadline, finish: float, hold_s: float) -> str | None:
-    if due.passed(now):
+    if now > due.at:  # due.passed(now), written out: every message passes here
         return "expired"
     if finish > due.at - hold_s:
         return "deadline"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -151,7 +152,7 @@ def decoder_for(
     ValueError for an unknown format or an input that is not an image.
     """
     if fmt == "raw":
-        return lambda payload: decode_raw(payload, shape, dtype)
+        return functools.partial(decode_raw, shape=shape, dtype=dtype)  # C: no extra frame
     if fmt == "npy":
         return decode_npy
     if fmt == "json":

@@ -167,7 +167,8 @@ class Pipeline:
 
     def submit(self, message: Inbound) -> None:
         matched = False
-        for route in self._routes_for(message.topic):
+        routes = self._matches.get(message.topic)
+        for route in routes if routes is not None else self._routes_for(message.topic):
             matched = True
             self._admit(route, message)
         if not matched:  # e.g. in flight for a filter a reload just dropped

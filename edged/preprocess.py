@@ -62,7 +62,8 @@ def _finite(array: Array) -> bool:
     """Whether every value is finite: their sum is, unless one is not (or large values
     overflow, which the full check then sorts out). One pass in the array's own dtype, no
     array of booleans, for the common case."""
-    return math.isfinite(array.sum()) or bool(np.isfinite(array).all())
+    # np.add.reduce is what ndarray.sum calls, through a Python function of NumPy's
+    return math.isfinite(np.add.reduce(array, axis=None)) or bool(np.isfinite(array).all())
 
 
 def quantize(array: Array, spec: TensorSpec) -> Array:
