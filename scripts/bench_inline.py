@@ -8,6 +8,7 @@ the cold caches of a thread that slept while the broker and the clients ran (scr
 measures the whole process against the seed-style loop).
 
     .venv/bin/python scripts/bench_inline.py [--messages 35000] [--batch 1 4] [--profile]
+        [--count] [--loop]
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import bench_targets as targets
 import yaml
@@ -53,6 +57,36 @@ def serving(work: Path) -> tuple[Server, MqttClient]:
 
     server = Server(settings, load(settings), work / "edged.yaml", make_transport=make)
     return server, made[0]
+
+
+def counted(serve: Callable[[int, int], None], batch: int, messages: int = 400) -> None:
+    """Calls and bytecodes per message (the harness's own lines included: a few per read),
+    counted with ``sys.setprofile`` and ``sys.settrace``: the same figures on every run of
+    the same code, so a change of a few percent shows, which CPU time here hides."""
+    calls: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        calls[event] += 1
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            codes[f"{Path(code.co_filename).name}:{code.co_firstlineno} {code.co_name}"] += 1
+        return trace
+
+    sys.setprofile(profile)
+    serve(messages, batch)
+    sys.setprofile(None)
+    sys.settrace(trace)
+    serve(messages, batch)
+    sys.settrace(None)
+    print(f"{batch} message(s) per read, per message: {calls['call'] / messages:.1f} Python "
+          f"calls, {calls['c_call'] / messages:.1f} C calls, "
+          f"{sum(codes.values()) / messages:.0f} bytecodes; the most bytecodes:")
+    for where, n in codes.most_common(25):
+        print(f"  {n / messages:7.1f}  {where}")
 
 
 def looped(client: MqttClient, payload: bytes, messages: int) -> None:
@@ -105,6 +139,10 @@ def main() -> int:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4],
                    help="messages per read (1: each alone, as at low rates)")
     p.add_argument("--profile", action="store_true", help="cProfile's top 40 by own time")
+    p.add_argument("--count", action="store_true",
+                   help="deterministic counts per message, unlike CPU time on a shared "
+                        "machine: Python calls, C calls and bytecodes, and the functions "
+                        "that run the most bytecodes")
     p.add_argument("--loop", action="store_true",
                    help="also run edged's real MQTT loop in its own thread, one message at a "
                         "time (each answer awaited): the wake-up from poll() and the loop's "
@@ -142,6 +180,8 @@ def main() -> int:
         rounds.sort()
         print(f"{batch} message(s) per read: {rounds[0]:.1f} us CPU per message "
               f"(median {rounds[ROUNDS // 2]:.1f}), the socket pair's own calls included")
+    if args.count:
+        counted(serve, args.batch[0])
     if args.loop:
         looped(client, payload, args.messages)
     if args.profile:
