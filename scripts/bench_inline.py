@@ -154,7 +154,6 @@ def main() -> int:
     link = Link(ours, True, 60, threading.get_ident())
     client._out.attach(link, 64)  # as a CONNACK would: the answers go to this link
     client.connected.set()
-    client._up = True
     payload = targets.input_payload(targets.fetch_wakeword())
     # Deadlines far off: this measures the path of a message that is served.
     deadline = ("deadline", str(int(time.time() * 1000 + 3_600_000)))

@@ -81,7 +81,6 @@ class MqttClient:
         self.announce: list[Outbound] = list(announce)
         """Published on every connect, after ``online`` (Home Assistant discovery)."""
         self.connected = threading.Event()
-        self._up = False  # connected.is_set(), as a plain read
         self.loop_beat = time.monotonic()
         """When the MQTT thread last went round its loop (for the systemd watchdog)."""
         self.state = ConnectionState()
@@ -196,10 +195,11 @@ class MqttClient:
         oldest answer not yet written has waited in edged, then ``margin_ms`` or, unset,
         the broker's round trip as edged's probes measure it. While disconnected, results
         go to the outbox instead (delivered late by design, not by congestion): 0 then,
-        or the fixed margin."""
+        or the fixed margin. Read for every message: the link is there from the connection's
+        acceptance until its end, which tells "connected" without ``Event.is_set()``."""
         fixed = 0.0 if margin_ms is None else margin_ms / 1000.0
         link = self._out.link
-        if link is None or not self._up:  # read for every message: not Event.is_set()
+        if link is None:
             return fixed
         return link.lag() + (self.wayback.margin_s() if margin_ms is None else fixed)
 
@@ -255,7 +255,6 @@ class MqttClient:
         for message in self.announce:  # retained each time: the consumer may have restarted
             self._out.send(message, None)
         self.connected.set()
-        self._up = True
         self.state.change("connected", host=self._config.host, port=self._config.port,
                           session_present=connack.session_present,
                           waiting_in_outbox=len(self.outbox),
@@ -395,7 +394,6 @@ class MqttClient:
     def _lost(self, link: Link, why: str) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
-        self._up = False
         self.wayback.connection_lost()
         if was_connected and not self._stop.is_set():
             self.state.change("disconnected", why)
@@ -408,7 +406,6 @@ class MqttClient:
             link.send(packets.encode_disconnect(v5=self._v5))
             link.flush()
         self.connected.clear()
-        self._up = False
         self._stop.set()
 
     def _wait(self, seconds: float) -> None:
