@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from edged.mqtt.packets.fields import end_of_field, properties, publish_properties, utf8
 from edged.mqtt.packets.reasons import _V3_CONNACK, _V3_SUBACK, _VALID
 from edged.mqtt.packets.values import (
     AUTH,
@@ -14,10 +15,7 @@ from edged.mqtt.packets.values import (
     MAX_REMAINING,
     PINGREQ_TYPE,
     PINGRESP,
-    PUBACK,
-    PUBCOMP,
     PUBLISH,
-    PUBREC,
     PUBREL,
     SUBACK,
     SUBSCRIBE,
@@ -33,158 +31,9 @@ from edged.mqtt.packets.values import (
     SubAck,
 )
 
-# Property identifiers and their wire types (MQTT 5 section 2.2.2.2).
-_BYTE, _U16, _U32, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
-_PROP_KIND = {0x01: _BYTE, 0x02: _U32, 0x03: _UTF8, 0x08: _UTF8, 0x09: _BINARY, 0x0B: _VARINT,
-              0x11: _U32, 0x12: _UTF8, 0x13: _U16, 0x15: _UTF8, 0x16: _BINARY, 0x17: _BYTE,
-              0x18: _U32, 0x19: _BYTE, 0x1A: _UTF8, 0x1C: _UTF8, 0x1F: _UTF8, 0x21: _U16,
-              0x22: _U16, 0x23: _U16, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _U32,
-              0x28: _BYTE, 0x29: _BYTE, 0x2A: _BYTE}
-_MULTI = frozenset((0x0B, 0x26))  # subscription identifier (PUBLISH), user property
-# Properties with a value of 0 that is a protocol error, and the ones that are booleans.
-_NONZERO = frozenset((0x0B, 0x21, 0x23, 0x27))
-_FLAG = frozenset((0x01, 0x24, 0x25, 0x28, 0x29, 0x2A))
-_ALLOWED = {
-    PUBLISH: frozenset((0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26)),
-    CONNACK: frozenset((0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24,
-                        0x25, 0x26, 0x27, 0x28, 0x29, 0x2A)),
-    DISCONNECT: frozenset((0x1C, 0x1F, 0x26)),  # a server must not send Session Expiry
-    **{kind: frozenset((0x1F, 0x26)) for kind in (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
-                                                    UNSUBACK)},
-}
 _NEVER_SENT_TO_CLIENT = {CONNECT: "CONNECT", SUBSCRIBE: "SUBSCRIBE",
                          UNSUBSCRIBE: "UNSUBSCRIBE", PINGREQ_TYPE: "PINGREQ",
                          AUTH: "AUTH (enhanced authentication is not used)", 0: "reserved type 0"}
-
-
-def _utf8(buf: memoryview, start: int, end: int) -> str:
-    try:
-        text = str(buf[start:end], "utf-8")
-    except UnicodeDecodeError as exc:  # also refuses UTF-16 surrogates, as MQTT requires
-        raise MalformedPacket(f"invalid UTF-8 in a string: {exc.reason}") from None
-    if "\x00" in text:
-        raise MalformedPacket("U+0000 in a string")
-    return text
-
-
-def _field(buf: memoryview, pos: int, end: int) -> int:
-    """The end of the two-byte-length-prefixed field at ``pos``."""
-    if pos + 2 > end:
-        raise MalformedPacket("truncated length field")
-    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-    if stop > end:
-        raise MalformedPacket("field runs past the end of its packet")
-    return stop
-
-
-def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
-    """A Variable Byte Integer at ``pos`` -> (value, next position)."""
-    value = shift = 0
-    for i in range(pos, min(pos + 4, end)):
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if byte == 0 and i > pos:
-                raise MalformedPacket("variable byte integer not in its shortest form")
-            return value, i + 1
-        shift += 7
-    raise MalformedPacket("truncated or over-long variable byte integer")
-
-
-def _properties(buf: memoryview, pos: int, end: int, kind: int) -> tuple[dict[int, Any], int]:
-    """The property block at ``pos`` -> ({identifier: value}, position after it)."""
-    length, pos = _varint(buf, pos, end)
-    stop = pos + length
-    if stop > end:
-        raise MalformedPacket("properties run past the end of the packet")
-    allowed = _ALLOWED[kind]
-    props: dict[int, Any] = {}
-    while pos < stop:
-        ident = buf[pos]
-        pos += 1
-        if ident not in allowed:
-            raise MalformedPacket(f"property 0x{ident:02x} is not allowed in packet type {kind}")
-        wire = _PROP_KIND[ident]
-        value: Any
-        if wire in (_BYTE, _U16, _U32):
-            width = 1 if wire == _BYTE else 2 if wire == _U16 else 4
-            if pos + width > stop:
-                raise MalformedPacket("truncated property")
-            value = int.from_bytes(buf[pos:pos + width], "big")
-            pos += width
-        elif wire == _VARINT:
-            value, pos = _varint(buf, pos, stop)
-        elif wire == _BINARY:
-            field_end = _field(buf, pos, stop)
-            value, pos = bytes(buf[pos + 2:field_end]), field_end
-        else:
-            field_end = _field(buf, pos, stop)
-            value, pos = _utf8(buf, pos + 2, field_end), field_end
-            if wire == _PAIR:
-                field_end = _field(buf, pos, stop)
-                value, pos = (value, _utf8(buf, pos + 2, field_end)), field_end
-        if (ident in _NONZERO and not value) or (ident in _FLAG and value > 1):
-            raise MalformedPacket(f"property 0x{ident:02x} has the invalid value {value}")
-        if ident in _MULTI:
-            props.setdefault(ident, []).append(value)
-        elif ident in props:
-            raise MalformedPacket(f"property 0x{ident:02x} appears twice")
-        else:
-            props[ident] = value
-    return props, stop
-
-
-_PublishProperties = tuple[int, "str | None", "bytes | None", "int | None", "int | None",
-                           tuple[tuple[str, str], ...]]
-
-
-def _publish_properties(buf: memoryview, pos: int, end: int) -> _PublishProperties:
-    """A PUBLISH's properties -> (position after them, response topic, correlation data,
-    expiry, topic alias, user properties). A request's usual few are read inline, with the
-    length checks of ``_field`` and ``_utf8`` written out (every request passes here); anything
-    else, or anything wrong, goes through ``_properties``, whose checks give the verdict."""
-    start, length = pos, buf[pos]
-    if length < 0x80:
-        pos += 1
-    else:
-        length, pos = _varint(buf, pos, end)
-    stop = pos + length
-    response_topic = correlation = expiry = None
-    user: list[tuple[str, str]] = []
-    try:
-        while pos < stop <= end and pos + 3 <= stop:
-            ident = buf[pos]
-            field_end = pos + 3 + ((buf[pos + 1] << 8) | buf[pos + 2])  # a string's or bytes'
-            if field_end > stop and ident != 0x02:
-                break
-            if ident == 0x09 and correlation is None:
-                correlation, pos = bytes(buf[pos + 3:field_end]), field_end
-            elif ident == 0x08 and response_topic is None:
-                response_topic, pos = str(buf[pos + 3:field_end], "utf-8"), field_end
-                if "\x00" in response_topic:
-                    break
-            elif ident == 0x26 and field_end + 2 <= stop:
-                value_end = field_end + 2 + ((buf[field_end] << 8) | buf[field_end + 1])
-                if value_end > stop:
-                    break
-                key = str(buf[pos + 3:field_end], "utf-8")
-                value = str(buf[field_end + 2:value_end], "utf-8")
-                if "\x00" in key or "\x00" in value:
-                    break
-                user.append((key, value))
-                pos = value_end
-            elif ident == 0x02 and expiry is None and pos + 5 <= stop:
-                expiry, pos = int.from_bytes(buf[pos + 1:pos + 5], "big"), pos + 5
-            else:
-                break
-        else:
-            if pos == stop:
-                return stop, response_topic, correlation, expiry, None, tuple(user)
-    except UnicodeDecodeError:
-        pass
-    props, pos = _properties(buf, start, end, PUBLISH)
-    return (pos, props.get(0x08), props.get(0x09), props.get(0x02), props.get(0x23),
-            tuple(props.get(0x26, ())))
 
 
 class Decoder:
@@ -313,11 +162,11 @@ class Decoder:
         dup = bool(first & 8)
         if dup and not qos:
             raise MalformedPacket("PUBLISH with DUP set at QoS 0")
-        topic_end = _field(buf, pos, end)
+        topic_end = end_of_field(buf, pos, end)
         try:
-            topic = str(buf[pos + 2:topic_end], "utf-8")  # _utf8, written out
+            topic = str(buf[pos + 2:topic_end], "utf-8")  # utf8, written out
         except UnicodeDecodeError:
-            topic = _utf8(buf, pos + 2, topic_end)  # raises, saying why
+            topic = utf8(buf, pos + 2, topic_end)  # raises, saying why
         if "+" in topic or "#" in topic or "\x00" in topic:
             if "\x00" in topic:
                 raise MalformedPacket("U+0000 in a string")
@@ -338,7 +187,7 @@ class Decoder:
             if buf[pos] == 0:  # the common case: no properties
                 pos += 1
             else:
-                pos, response_topic, correlation, expiry, alias, user = _publish_properties(
+                pos, response_topic, correlation, expiry, alias, user = publish_properties(
                     buf, pos, end)
             if not topic and alias is None:
                 raise MalformedPacket("PUBLISH with an empty topic and no topic alias")
@@ -389,7 +238,7 @@ class Decoder:
             raise MalformedPacket(f"reason code 0x{reason:02x} is invalid in packet type {kind}")
         if pos + 1 == end:
             return reason, {}
-        props, pos = _properties(pkt, pos + 1, end, kind)
+        props, pos = properties(pkt, pos + 1, end, kind)
         if pos != end:
             raise MalformedPacket(f"trailing bytes in packet type {kind}")
         return reason, props
@@ -409,7 +258,7 @@ class Decoder:
             return ConnAck(bool(flags), code)
         if code not in _VALID[CONNACK] or (code and flags):
             raise MalformedPacket(f"CONNACK with reason 0x{code:02x} and flags {flags}")
-        props, pos = _properties(pkt, pos + 2, end, CONNACK)
+        props, pos = properties(pkt, pos + 2, end, CONNACK)
         if pos != end:
             raise MalformedPacket("trailing bytes in CONNACK")
         return ConnAck(bool(flags), code, props.get(0x21, 65535), props.get(0x24, 2),
@@ -418,7 +267,7 @@ class Decoder:
 
     def _suback(self, kind: int, mid: int, pkt: memoryview, pos: int, end: int) -> SubAck:
         if self._v5:
-            _, pos = _properties(pkt, pos, end, kind)
+            _, pos = properties(pkt, pos, end, kind)
         elif kind == UNSUBACK:
             if pos != end:
                 raise MalformedPacket("UNSUBACK of the wrong size")
