@@ -283,7 +283,7 @@ class Pipeline:
 
     @staticmethod
     def _deadline(route: Route, message: Inbound) -> Deadline:
-        user_ms = user_abs_ms = None  # the last of each, as Inbound.user_property, in one pass
+        user_ms = user_abs_ms = None  # the last value of each, in one pass
         for key, value in message.user_properties:
             if key == deadline.USER_DEADLINE_ABS:
                 user_abs_ms = value

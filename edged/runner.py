@@ -53,7 +53,8 @@ class Invoked:
 
 
 class Runner:
-    """One owner thread calls ``run``, or ``invoke`` while one other calls ``finish``."""
+    """One owner thread calls ``run``; or, in a pipelined worker, one thread ``start``s
+    prepared jobs while another ``finish``es them and ``prepare``s the next."""
 
     def __init__(self, name: str, index: int, model: LoadedModel,
                  estimate: ServiceTimeEstimate, hold: Hold, clock: Clock) -> None:
@@ -79,20 +80,15 @@ class Runner:
             session.close()
 
     def run(self, job: Job) -> Outcome:
-        """The whole job, on the calling thread."""
+        """The whole job, on the calling thread: ``prepare``, ``start``, ``finish``. A
+        pipelined worker calls them itself, to start the next job's invoke while another
+        thread finishes this one. A refusal, or a streaming window (whose stages run and
+        finish in its topic's turn), comes back as the outcome itself."""
         prepared = self.prepare(job)
         if not isinstance(prepared, Prepared):
             return prepared
         invoked = self.start(prepared)
         return self.finish(invoked) if isinstance(invoked, Invoked) else invoked
-
-    def invoke(self, job: Job) -> Invoked | Outcome:
-        """The part of a job that holds the model: ``prepare`` then ``start``. A pipelined
-        worker starts the next job's invoke while another thread finishes this one. A
-        refusal, or a streaming window (whose stages run and finish in its topic's turn),
-        comes back as the outcome itself."""
-        prepared = self.prepare(job)
-        return self.start(prepared) if isinstance(prepared, Prepared) else prepared
 
     def prepare(self, job: Job, expected_start: float = 0.0) -> Prepared | Outcome:
         """The check at pickup and the input tensor. It may run on another thread while

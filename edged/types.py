@@ -26,14 +26,6 @@ class Inbound:
     user_properties: tuple[tuple[str, str], ...] = ()
     expiry_interval_s: int | None = None
 
-    def user_property(self, key: str) -> str | None:
-        """The last value of a user property, or None."""
-        found = None
-        for k, v in self.user_properties:
-            if k == key:
-                found = v
-        return found
-
 
 @dataclass(slots=True)
 class Outbound:
