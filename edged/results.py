@@ -50,8 +50,6 @@ class Timings:
         }
 
 
-
-
 def _encoder() -> Callable[[Any], str]:
     """Compact JSON that refuses NaN and infinities. ``JSONEncoder.encode`` sets up json's C
     encoder anew for every call, a microsecond per answer: here it is set up once (results
