@@ -28,7 +28,7 @@ from tests.support.broker import Broker  # noqa: E402  (the test suite's broker 
 from tests.support.probe import Probe  # noqa: E402
 
 
-def config(port: int) -> dict[str, object]:
+def config(port: int, deadline_ms: int = 100) -> dict[str, object]:
     models = REPO / "models"
     return {
         "device_id": "demo-box",
@@ -41,13 +41,13 @@ def config(port: int) -> dict[str, object]:
         },
         "routes": [
             {"name": "cam", "subscribe": "sensors/+/frame", "model": "digits",
-             "input": {"format": "raw"}, "deadline_ms": 100},
+             "input": {"format": "raw"}, "deadline_ms": deadline_ms},
             {"name": "vibration", "subscribe": "sensors/+/vibration", "model": "vibration",
-             "input": {"format": "npy"}, "deadline_ms": 100},
+             "input": {"format": "npy"}, "deadline_ms": deadline_ms},
             # One JSON reading per message; a window of 128 readings (the model's time
             # axis) every 64 new ones, per source topic.
             {"name": "vibration-stream", "subscribe": "sensors/+/accel", "model": "vibration",
-             "input": {"format": "json"}, "deadline_ms": 100,
+             "input": {"format": "json"}, "deadline_ms": deadline_ms,
              "window": {"size": 128, "hop": 64, "fields": ["ax", "ay", "az"]},
              "publish": "edged/{device_id}/vibration/{topic[1]}"},
         ],
@@ -121,6 +121,8 @@ def arguments() -> argparse.Namespace:
                              "both commands must see it at the same path")
     parser.add_argument("--stream-rate", type=float, default=1000.0,
                         help="readings per second of the streaming sensor (default: 1000)")
+    parser.add_argument("--deadline-ms", type=int, default=100,
+                        help="every route's deadline (default: 100)")
     parser.add_argument("--start-timeout", type=float, default=60.0,
                         help="seconds to wait for edged to come online (default: 60)")
     return parser.parse_args()
@@ -134,7 +136,8 @@ def main() -> int:
         broker = Broker(work, command=shlex.split(args.mosquitto or ""))
         broker.start()
         print(f"mosquitto listening on 127.0.0.1:{broker.port}")
-        (work / "edged.yaml").write_text(yaml.safe_dump(config(broker.port), sort_keys=False))
+        (work / "edged.yaml").write_text(yaml.safe_dump(config(broker.port, args.deadline_ms),
+                                                        sort_keys=False))
         log = (work / "edged.log").open("wb")
         edged = subprocess.Popen(
             [*shlex.split(args.edged), "run", "--config", str(work / "edged.yaml")],
@@ -147,9 +150,11 @@ def main() -> int:
                                 topic="edged/demo-box/status").payload.decode()
             print(f"edged status: {status}")
             time.sleep(0.3)
-            print("\n== digits hold-out images (raw uint8 frames, 100 ms deadline) ==")
+            print(f"\n== digits hold-out images (raw uint8 frames, {args.deadline_ms} ms "
+                  "deadline) ==")
             digits = publish(broker.port, "sensors/cam1/frame", "digits", "raw", 100)
-            print("\n== vibration hold-out windows (.npy float windows, 100 ms deadline) ==")
+            print(f"\n== vibration hold-out windows (.npy float windows, {args.deadline_ms} ms "
+                  "deadline) ==")
             vib = publish(broker.port, "sensors/pump1/vibration", "vibration", "npy", 50)
             print(f"\n== vibration sensor streaming one JSON reading per message at "
                   f"{args.stream_rate:g} Hz (window 128, hop 64) ==")

@@ -65,6 +65,8 @@ class DebianRoot:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.env: dict[str, str] = {}
+        """Set for every command run inside (``QEMU_CPU``, the CPU an emulator plays)."""
         self._mounts: list[Path] = []
 
     @classmethod
@@ -134,7 +136,7 @@ class DebianRoot:
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """``command`` inside the root, as root, with a clean environment; without
         ``network``, in a network namespace of its own (no interface but loopback)."""
-        env = dict(ENV, **{k: v for k, v in os.environ.items() if k in PROXIES})
+        env = dict(ENV, **{k: v for k, v in os.environ.items() if k in PROXIES}, **self.env)
         argv = ["chroot", str(self.path), "env", "-i",
                 *(f"{k}={v}" for k, v in env.items()), *command]
         if not network:
