@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install what edged's demo and tests need on a Debian/Ubuntu machine, idempotently:
+#   scripts/setup.sh demo     mosquitto + .venv with edged's runtime dependencies and the
+#                             demo's one client library (paho-mqtt): what scripts/demo.sh needs
 #   scripts/setup.sh          mosquitto + .venv (edged with ai-edge-litert, test and dev tools)
 #   scripts/setup.sh test     also every tool the tests use (TEST_PACKAGES below) and
 #                             .venv-legacy: what scripts/test.sh needs
@@ -23,6 +25,7 @@ TEST_PACKAGES=(
     debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests
+    mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -55,6 +58,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$MODE" = "demo" ]; then
+    # The daemon's own dependencies and the demo's MQTT client, no test toolchain (scipy,
+    # onnxruntime, mypy, ...): a box that only runs the demo stays small.
+    .venv/bin/python -m pip install -q -e '.[demo]'
+    exit 0
+fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 scripts/fetch_models.sh   # third-party models and images the decoder tests use
 
@@ -110,7 +119,7 @@ if [ "$MODE" = "legacy" ] || [ "$MODE" = "test" ]; then
         'paho-mqtt>=2,<3' 'Pillow>=10.1' 'pydantic>=2.6' 'pydantic-settings[yaml]>=2.3' \
         'PyYAML>=6' 'prometheus-client>=0.17' 'simplejpeg>=1.7' 'structlog>=24.1' \
         'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'cryptography>=41' \
-        'jsonschema>=4.18'
+        'jsonschema>=4.18' 'pyzmq>=25'
     # --no-deps: edged's default runtime, ai-edge-litert, must not come along here.
     .venv-legacy/bin/python -m pip install -q --no-deps -e .
 fi
