@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--runtime", choices=["ai-edge-litert", "tflite-runtime"], default=None,
-            help="use this TFLite runtime instead of the fastest installed one",
+            help="use this TFLite runtime instead of the fastest installed one that "
+                 "passes the probe",
         )
         if name == "check":
             sub.add_argument("--no-broker", action="store_true",
@@ -106,7 +107,10 @@ def run(config: Path, runtime: str | None) -> int:
     logs.configure(settings.logging.level, settings.logging.format)
     log = structlog.get_logger("edged")
     log.info("loading", config=str(config), version=__version__)
-    server = Server(settings, load(settings, runtime), config_path=config)
+    loaded = load(settings, runtime)
+    if loaded.runtime is not None:
+        log.info("TFLite runtime", runtime=loaded.backend.describe(), how=loaded.runtime.how)
+    server = Server(settings, loaded, config_path=config)
     server.run()
     return EX_OK
 
@@ -116,7 +120,10 @@ def check(config: Path, runtime: str | None, broker: bool = True) -> int:
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
     try:
-        print(f"runtime  {loaded.backend.describe()}")
+        if loaded.runtime is not None:
+            print("\n".join(loaded.runtime.lines()))
+        else:
+            print(f"runtime  {loaded.backend.describe()}")
         for route in settings.routes:  # what start-up would refuse: input or output mismatch
             Route.bind(route, loaded.models)
         _print_report(settings, loaded)

@@ -26,7 +26,8 @@ from edged.outbox import Outbox
 from edged.pipeline import ModelWorkers, Pipeline
 from edged.responder import Responder
 from edged.routes import Route
-from edged.runtime import Backend, LoadedModel, load_model, select_backend
+from edged.runtime import Backend, LoadedModel, load_model
+from edged.runtime.probe import Choice, choose_backend
 from edged.stats import Stats
 from edged.systemd import Notifier, Watchdog
 from edged.transport import BrokerSide
@@ -47,6 +48,8 @@ class Loaded:
     models: dict[str, LoadedModel]
     material: Material | None = None
     outbox: Outbox | None = None
+    runtime: Choice | None = None
+    """How the runtime was chosen (``edged check`` reports it); None: handed in."""
 
 
 def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
@@ -54,13 +57,18 @@ def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
     every model. Raises ConfigError or ModelLoadError."""
     material = Material.load(settings.mqtt)
     outbox = open_outbox(settings.outbox)
-    backend = select_backend(prefer_runtime)
+    choice = choose_backend(prefer_runtime)
+    for attempt in choice.attempts:
+        if not attempt.ok:
+            log.warning("TFLite runtime failed its probe; falling back", runtime=attempt.runtime,
+                        reason=attempt.detail)
+    backend = choice.backend
     try:
         models = {name: load_model(name, cfg, backend) for name, cfg in settings.models.items()}
     except BaseException:
         outbox.close()
         raise
-    return Loaded(backend, models, material, outbox)
+    return Loaded(backend, models, material, outbox, choice)
 
 
 def open_outbox(config: OutboxConfig) -> Outbox:

@@ -23,6 +23,7 @@ TEST_PACKAGES=(
     debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests
+    mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -115,7 +115,9 @@ class AnchorDecoder:
         boxes = center_to_corners(xy[:, 0], xy[:, 1], wh[:, 0], wh[:, 1])
         points = None
         if self.config.keypoints:
-            kp = raw[:, 4:4 + 2 * self.config.keypoints].reshape(len(rows), -1, 2)
+            # The count is given, not inferred: a frame without a candidate has 0 rows.
+            kp = raw[:, 4:4 + 2 * self.config.keypoints].reshape(
+                len(rows), self.config.keypoints, 2)
             kp = kp / self.scale + centre[:, None, :]
             points = kp[..., ::-1]  # (x, y) -> (y, x)
         boxes, scores, classes, points = self._suppress(boxes, scores, classes, points)
