@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def frame(index: int) -> bytes:
     image = np.load(MODELS / "digits_holdout.npz")["images"][index]
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8).tobytes()
+    return bytes(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8).tobytes())
 
 
 def retained(port: int, topic_filter: str, settle: float = 1.0) -> dict[str, Any]:
