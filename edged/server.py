@@ -126,6 +126,7 @@ class Server:
         sink: Transport = self.mqtt
         if settings.frigate is not None:
             self.door = open_door(settings, served, self._submit_shared, self.stats)
+            self.stats.add_door("frigate", self.door.snapshot)
             sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
         self.responder = Responder(sink, settings.device_id, prefix, self.stats,
                                    entities=self.entities)
@@ -275,8 +276,6 @@ class Server:
                 **self.stats.snapshot(self.pipeline), "mqtt": self.mqtt.snapshot()}
         if self.entities.catalog.enabled:
             body["home_assistant"] = self.entities.snapshot()
-        if self.door is not None:
-            body["frigate"] = self.door.snapshot()
         self.mqtt.publish(Outbound(self.stats_topic, json.dumps(body).encode(), qos=0))
 
     def reload(self) -> bool:
