@@ -15,6 +15,7 @@ import structlog
 from edged import __version__, devices, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError
+from edged.frigate import serve as frigate_serve
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
 from edged.server import Loaded, Server, load
@@ -126,7 +127,16 @@ def check(config: Path, runtime: str | None, broker: bool = True) -> int:
             print(f"runtime  {loaded.backend.describe()}")
         for route in settings.routes:  # what start-up would refuse: input or output mismatch
             Route.bind(route, loaded.models)
+        served = frigate_serve.bind(settings, loaded.models)
         _print_report(settings, loaded)
+        for entry in served:
+            print(f"frigate  {entry.name}: {entry.route.model.name} ({entry.decoder}, input "
+                  f"{entry.spec.describe()}), {len(entry.ids)} classes with Frigate ids, "
+                  f"threshold {entry.threshold:g}"
+                  + (f", model_type {entry.model_type}" if entry.model_type else ""))
+        if settings.frigate is not None:
+            print(f"frigate  endpoints {', '.join(settings.frigate.endpoints)}; request "
+                  f"timeout {settings.frigate.request_timeout_ms} ms")
         if broker and loaded.material is not None:
             device = topics.safe_level(settings.device_id)
             tag = f"check-{os.getpid()}"
