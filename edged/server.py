@@ -124,6 +124,7 @@ class Server:
         sink: Transport = self.mqtt
         if settings.frigate is not None:
             self.door = open_door(settings, served, self._submit_shared, self.stats)
+            self.stats.add_door("frigate", self.door.snapshot)
             sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
         self.responder = Responder(sink, settings.device_id, prefix, self.stats)
         self.pipeline = Pipeline(routes, self.responder, sink, self.stats,
@@ -251,8 +252,6 @@ class Server:
     def publish_stats(self) -> None:
         body = {"device_id": self.settings.device_id, "time": time.time(),
                 **self.stats.snapshot(self.pipeline), "mqtt": self.mqtt.snapshot()}
-        if self.door is not None:
-            body["frigate"] = self.door.snapshot()
         self.mqtt.publish(Outbound(self.stats_topic, json.dumps(body).encode(), qos=0))
 
     def reload(self) -> bool:

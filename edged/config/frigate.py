@@ -82,7 +82,7 @@ class FrigateConfig(Section):
         "answered within it of its receipt (a result, or 20 rows of zeros), so Frigate's "
         "socket never times out because of edged")
     reply_guard_ms: float = Field(
-        10.0, ge=0, le=10_000, description="time kept in hand for the reply to reach Frigate "
+        20.0, ge=0, le=10_000, description="time kept in hand for the reply to reach Frigate "
         "inside the timeout: the deadline of the work is request_timeout_ms minus this")
     queue_size: int = Field(8, ge=1, le=10_000,
                             description="requests of one model waiting for a worker")

@@ -160,8 +160,6 @@ class FrigateDoor:
             self._served = {s.name: s for s in served}
             self._fits.clear()
             self._reported.clear()
-            self._peers = OrderedDict((k, v) for k, v in self._peers.items()
-                                      if v in self._served)
 
         if self._thread is None or not self._thread.is_alive():
             swap()
@@ -303,8 +301,8 @@ class FrigateDoor:
         """The model this detector asked for at its handshake; without one (edged
         restarted since, say), the only served model whose input the tensor fits."""
         name = self._peers.get(identity)
-        if name is not None and name in self._served:
-            return self._served[name]
+        if name is not None:  # None when a reload stopped serving that name
+            return self._served.get(name)
         fitting = [s for s in self._served.values()
                    if isinstance(self._fit(s, request), Fit)]
         if len(fitting) == 1:
@@ -337,10 +335,11 @@ class FrigateDoor:
                 return
             self._count("zeros_no_model")
             if self._log_rate.allow():
-                log.warning("a detection request from a detector without a handshake, "
-                            "and its tensor fits no single served model",
-                            shape=list(request.shape), dtype=request.dtype.name,
-                            served=sorted(self._served))
+                log.warning("a detection request for no model served: its detector asked "
+                            "for a name no longer served, or it made no handshake and its "
+                            "tensor fits no single served model",
+                            asked=self._peers.get(envelope[0]), shape=list(request.shape),
+                            dtype=request.dtype.name, served=sorted(self._served))
             self._send(sock, envelope, ZEROS)
             return
         model_type = request.model_type

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import zmq
 
+from tests.support.daemon import MODELS, Edged
+from tests.support.probe import Probe
+
 ZEROS = np.zeros((20, 6), np.float32)
 HANDSHAKE_TIMEOUT_MS = 30_000
 
@@ -151,3 +154,77 @@ class FrigateClient:
         if self.socket is not None:
             self.socket.close(linger=0)
         self.context.term()
+
+
+# --- edged with a Frigate door, as the tests run it -----------------------------------
+
+SHAPES = MODELS / "shapes_detect_int8.tflite"
+YOLO = MODELS / "shapes_yolov8_int8.tflite"
+IDS = {"circle": 0, "square": 2, "triangle": 16}  # person, car, dog in Frigate's labelmap
+IMAGES = np.load(MODELS / "shapes_holdout.npz")["images"]
+
+
+def frigate_config(port: int, sock: Path, **frigate: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "endpoints": [f"ipc://{sock}"],
+        "models": [
+            {"model": "shapes", "labelmap": IDS},
+            {"model": "yolo", "name": "yolo.tflite", "model_type": "yologeneric",
+             "labelmap": IDS},
+        ],
+        "request_timeout_ms": 2000,
+    }
+    section.update(frigate)
+    labels = str(MODELS / "shapes.labels")
+    return {
+        "device_id": "test-box",
+        "mqtt": {"host": "127.0.0.1", "port": port, "protocol": "5", "topic_prefix": "edged",
+                 "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "session_expiry_s": 0},
+        "models": {
+            "shapes": {"path": str(SHAPES), "labels": labels, "postprocess": "detection",
+                       "score_threshold": 0.4},
+            "yolo": {"path": str(YOLO), "labels": labels, "postprocess": "yolo",
+                     "score_threshold": 0.4},
+        },
+        "routes": [
+            {"name": "det", "subscribe": "cams/+/det", "model": "shapes",
+             "input": {"format": "raw"}, "deadline_ms": 5000},
+            {"name": "yolo", "subscribe": "cams/+/yolo", "model": "yolo",
+             "input": {"format": "raw"}, "deadline_ms": 5000},
+        ],
+        "frigate": section,
+        "logging": {"format": "json", "level": "info"},
+        "shutdown_timeout_s": 5,
+        "stats_interval_s": 0,
+    }
+
+
+def start(workdir: Path, config: dict[str, Any], probe: Probe) -> Edged:
+    probe.subscribe("edged/test-box/status")
+    edged = Edged(workdir, config)
+    edged.start()
+    edged.wait_online(probe, "edged/test-box/status", timeout=60)
+    return edged
+
+
+def stats(probe: Probe) -> dict[str, Any]:
+    """A stats snapshot now (edged answers a request at most every 0.5 s: ask again)."""
+    probe.subscribe("edged/test-box/stats")
+    for _ in range(20):
+        probe.publish("edged/test-box/stats/request", b"")
+        try:
+            body: dict[str, Any] = probe.next(timeout=1.0, topic="edged/test-box/stats").json()
+            return body
+        except TimeoutError:
+            continue
+    raise AssertionError("no stats snapshot")
+
+
+def expected_rows(result: dict[str, Any], threshold: float = 0.4) -> np.ndarray:
+    """What Frigate should get for an MQTT result: its detections as rows, best first."""
+    out = np.zeros((20, 6), np.float32)
+    found = sorted(result["detections"], key=lambda d: -d["score"])
+    for i, d in enumerate(d for d in found if d["score"] >= threshold):
+        b = d["box"]
+        out[i] = (IDS[d["label"]], d["score"], b["ymin"], b["xmin"], b["ymax"], b["xmax"])
+    return out
