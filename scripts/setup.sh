@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install what edged's demo and tests need on a Debian/Ubuntu machine, idempotently:
+#   scripts/setup.sh demo     mosquitto + .venv with edged's runtime dependencies and the
+#                             demo's one client library (paho-mqtt): what scripts/demo.sh needs
 #   scripts/setup.sh          mosquitto + .venv (edged with ai-edge-litert, test and dev tools)
 #   scripts/setup.sh test     also every tool the tests use (TEST_PACKAGES below) and
 #                             .venv-legacy: what scripts/test.sh needs
@@ -56,6 +58,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$MODE" = "demo" ]; then
+    # The daemon's own dependencies and the demo's MQTT client, no test toolchain (scipy,
+    # onnxruntime, mypy, ...): a box that only runs the demo stays small.
+    .venv/bin/python -m pip install -q -e '.[demo]'
+    exit 0
+fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 scripts/fetch_models.sh   # third-party models and images the decoder tests use
 
