@@ -22,6 +22,7 @@ from edged import discovery, logs, metrics, reload, topics
 from edged.config import OutboxConfig, Settings
 from edged.errors import ConfigError, EdgedError
 from edged.frigate import serve as frigate_serve
+from edged.frigate import uploads as frigate_uploads
 from edged.mqtt import Material, MqttClient
 from edged.outbox import Outbox
 from edged.pipeline import ModelWorkers, Pipeline
@@ -123,7 +124,8 @@ class Server:
         self.door: FrigateDoor | None = None
         sink: Transport = self.mqtt
         if settings.frigate is not None:
-            self.door = open_door(settings, served, self._submit_shared, self.stats)
+            self.door = open_door(settings, served, self._submit_shared, self.stats,
+                                  self.reload_requested.set)
             self.stats.add_door("frigate", self.door.snapshot)
             sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
         self.responder = Responder(sink, settings.device_id, prefix, self.stats)
@@ -264,7 +266,8 @@ class Server:
         log.info("reloading", config=str(self.config_path))
         try:
             plan = reload.prepare(self.config_path, self.settings, self.loaded.models,
-                                  self._fingerprints, self.loaded.backend)
+                                  self._fingerprints, self.loaded.backend,
+                                  extend=frigate_uploads.extend)
             running = {r.name: r for r in self.pipeline.routes}
             if (self.door is None) != (plan.settings.frigate is None):
                 log.warning("the frigate section was added or removed: that takes a "
@@ -386,7 +389,8 @@ class Server:
 
 
 def open_door(settings: Settings, served: list[frigate_serve.Served],
-              submit: Callable[[Inbound], None], stats: Stats) -> FrigateDoor:
+              submit: Callable[[Inbound], None], stats: Stats,
+              on_upload: Callable[[], None]) -> FrigateDoor:
     """The Frigate door (not yet bound). Raises ConfigError when pyzmq is missing."""
     assert settings.frigate is not None
     try:
@@ -394,4 +398,4 @@ def open_door(settings: Settings, served: list[frigate_serve.Served],
     except ImportError as exc:
         raise ConfigError("frigate", [f"the Frigate door needs pyzmq ({exc}): install "
                                       "edged[frigate]"]) from None
-    return FrigateDoor(settings.frigate, served, submit, stats)
+    return FrigateDoor(settings.frigate, served, submit, stats, on_upload=on_upload)
