@@ -26,6 +26,9 @@ TEST_PACKAGES=(
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests
     mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough
+    nats-server rabbitmq-server  # tests/test_interop.py: brokers no one here wrote (a private
+                          # RabbitMQ node of the tests' own; the service is left alone)
+    nodejs npm            # tests/test_interop.py: aedes, a Node.js broker (below)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -91,6 +94,20 @@ PY
 fi
 if ! .venv/bin/python -m pip show -q openwakeword >/dev/null 2>&1; then
     .venv/bin/python -m pip install -q --no-deps "$OWW_WHEEL"
+fi
+
+# The interop tests' brokers from the registries, kept out of edged's own venv: amqtt (PyPI)
+# pins its own dependencies, so it gets a small venv of its own; aedes (npm) goes into the
+# cache. tests/support/brokers.py runs both.
+if [ "$MODE" = "test" ]; then
+    if [ ! -x .venv-amqtt/bin/amqtt ]; then
+        "$PYTHON" -m venv .venv-amqtt
+        .venv-amqtt/bin/python -m pip install -q 'amqtt==0.12.1'
+    fi
+    if [ ! -f .cache/node/node_modules/aedes/package.json ]; then
+        mkdir -p .cache/node
+        npm install -s --no-audit --no-fund --prefix .cache/node 'aedes@1.2.0' >/dev/null
+    fi
 fi
 
 legacy_python() {

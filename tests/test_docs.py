@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,10 +67,7 @@ def test_a_broken_anchor_fails_the_build(tmp_path: Path) -> None:
     copy.mkdir()
     (copy / "mkdocs.yml").write_text((REPO / "mkdocs.yml").read_text())
     docs = copy / "docs"
-    docs.mkdir()
-    for page in (REPO / "docs").glob("*.md"):
-        (docs / page.name).write_text(page.read_text())
-    (docs / "edged.schema.json").write_text("{}")
+    shutil.copytree(REPO / "docs", docs)
     with (docs / "index.md").open("a") as index:
         index.write("\nSee [a section that is not there](inputs.md#no-such-section).\n")
     done = subprocess.run(
@@ -76,7 +75,8 @@ def test_a_broken_anchor_fails_the_build(tmp_path: Path) -> None:
          str(tmp_path / "site")], cwd=copy, capture_output=True, text=True, timeout=300,
         check=False)
     assert done.returncode != 0
-    assert "#no-such-section" in done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "#no-such-section" in warnings[0], done.stderr
 
 
 def test_the_readmes_links_lead_somewhere(site: Path) -> None:
@@ -291,3 +291,61 @@ def check_command_output(output: str, shown: list[str]) -> None:
     for want in shown:
         assert any(same_table_row(want, line) for line in lines), (
             f"the README shows {want!r}; the command printed:\n{output}")
+
+
+# Troubleshooting: every message on the page is one edged prints
+
+NOT_EDGEDS = ("status=", "Failed to set up credentials", "systemctl ")  # systemd's own
+REASONS = {"bad_input", "expired", "deadline", "queue_full", "model_error", "gap", "shutdown",
+           "internal_error"}
+MIN_CONSTANT = 12  # characters of a string literal that must match, so "{a}: {b}" does not
+
+
+def edged_messages() -> list[tuple[re.Pattern[str], str]]:
+    """Every string literal in edged's code as a pattern (an f-string's fields match any
+    text), and as text (its fields as NUL)."""
+    found: list[tuple[re.Pattern[str], str]] = []
+    for path in sorted((REPO / "edged").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                parts = [re.escape(str(v.value)) if isinstance(v, ast.Constant) else ".+?"
+                         for v in node.values]
+                text = "".join(str(v.value) if isinstance(v, ast.Constant) else "\0"
+                               for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                parts, text = [re.escape(node.value)], node.value
+            else:
+                continue
+            if len(text) - text.count("\0") >= MIN_CONSTANT:
+                found.append((re.compile("".join(parts), re.S), text))
+    return found
+
+
+def edged_makes(span: str, messages: list[tuple[re.Pattern[str], str]]) -> bool:
+    """Whether some literal makes ``span``; a span cut short with "..." need only match
+    the literal's text piece by piece."""
+    if any(pattern.search(span.replace("...", "")) for pattern, _ in messages):
+        return True
+    pieces = [p.strip() for p in span.split("...") if len(p.strip()) >= MIN_CONSTANT]
+    return "..." in span and bool(pieces) and all(
+        any(piece in text for _, text in messages) for piece in pieces)
+
+
+def test_every_troubleshooting_message_is_one_edged_prints() -> None:
+    """The page quotes messages as printed (with example values): each must still be one
+    that edged's code makes, or the page has drifted from the code."""
+    messages = edged_messages()
+    page = (REPO / "docs" / "troubleshooting.md").read_text()
+    headings = re.findall(r"^### (.+)$", page, flags=re.M)
+    assert len(headings) >= 20
+    checked, stale = 0, []
+    for heading in headings:
+        for span in re.findall(r"`([^`]+)`", heading):
+            if span in REASONS or span.startswith(NOT_EDGEDS):
+                continue
+            if not edged_makes(span, messages):
+                stale.append(span)
+            checked += 1
+    assert not stale, ("docs/troubleshooting.md quotes messages that no string in edged's "
+                       "code makes (update the page):\n" + "\n".join(stale))
+    assert checked >= 20
