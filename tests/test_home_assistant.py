@@ -1,9 +1,11 @@
 """Home Assistant as its users see it, through a real mosquitto and the real daemon: an
 entity per source, states retained and published again, entities of an earlier run shown
-unknown and then removed, the bound on sources."""
+unknown and then removed, the bound on sources, and every template rendered by Home
+Assistant's rules against what real runs of every decoder published."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -11,7 +13,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from tests.support.audio import (
+    CHUNK,
+    require_tools,
+    silence,
+    speak,
+    wakeword_models,
+    wakeword_route,
+)
 from tests.support.broker import Broker
 from tests.support.daemon import MODELS, Edged, digits_config
 from tests.support.hass import attributes_of, state_of
@@ -169,3 +180,124 @@ def test_sources_past_max_sources_are_answered_counted_and_logged(
     stats: Received = probe.next(timeout=10, topic=f"edged/{device}/stats")
     assert stats.json()["home_assistant"]["sources_refused"] == {"cam": 2}
     assert "discovery.max_sources" in edged.log()
+
+
+# --------------------------------------------------------------------------- templates
+
+THIRD = MODELS.parent / ".cache" / "third_party"
+
+
+def decoders_config(port: int, device: str) -> dict[str, Any]:
+    """A route per decoder, on real models, each on a wildcard topic."""
+    models: dict[str, Any] = {
+        "digits": {"path": str(MODELS / "digits_int8.tflite"),
+                   "labels": str(MODELS / "digits.labels")},
+        "shapes": {"path": str(MODELS / "shapes_detect_int8.tflite"),
+                   "labels": str(MODELS / "shapes.labels"), "postprocess": "detection"},
+        "yolo": {"path": str(MODELS / "shapes_yolov8_int8.tflite"),
+                 "labels": str(MODELS / "shapes.labels"), "postprocess": "yolo"},
+        "dots": {"path": str(MODELS / "dots_keypoints_int8.tflite"),
+                 "postprocess": "keypoints", "score_threshold": 0.0},
+        "faces": {"path": str(THIRD / "face_detection_short_range.tflite"),
+                  "postprocess": "anchors", "score_threshold": 0.5,
+                  "anchors": {"strides": [8, 16], "anchors_per_cell": [2, 6],
+                              "keypoints": 6, "nms": "weighted", "iou_threshold": 0.3}},
+        "people": {"path": str(THIRD / "selfie_segmentation.tflite"),
+                   "postprocess": "segmentation",
+                   "segmentation": {"threshold": 0.5, "mask": "rle"}},
+        "vibration": {"path": str(MODELS / "vibration_int8.tflite"),
+                      "labels": str(MODELS / "vibration.labels"), "postprocess": "anomaly",
+                      "anomaly": {"source": "class", "label": "normal", "threshold": 0.5,
+                                  "direction": "below"}},
+        **wakeword_models(refractory_ms=0),
+    }
+    image = {"format": "image", "resize": "letterbox"}
+    routes: list[dict[str, Any]] = [
+        {"name": "digit", "subscribe": "sensors/+/digit", "model": "digits",
+         "input": {"format": "raw"}},
+        {"name": "shapes", "subscribe": "cams/+/shapes", "model": "shapes", "input": image},
+        {"name": "yolo", "subscribe": "cams/+/yolo", "model": "yolo", "input": image},
+        {"name": "dots", "subscribe": "cams/+/dots", "model": "dots", "input": image},
+        {"name": "faces", "subscribe": "cams/+/faces", "model": "faces",
+         "input": {**image, "mean": [0.5], "std": [0.5]}},
+        {"name": "people", "subscribe": "cams/+/people", "model": "people", "input": image},
+        {"name": "bearing", "subscribe": "pumps/+/window", "model": "vibration",
+         "input": {"format": "json"}},
+        wakeword_route(deadline_ms=30000, queue_size=2048),
+    ]
+    for route in routes:
+        route.setdefault("deadline_ms", 30000)
+    data = digits_config(port)
+    data.update(device_id=device, models=models, routes=routes,
+                discovery={"enabled": True, "min_interval_s": 0})
+    return data
+
+
+def png(pixels: Any) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_every_template_renders_against_real_results_of_every_decoder(
+    tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged]
+) -> None:
+    require_tools()
+    if not (THIRD / "selfie_segmentation.tflite").exists():
+        pytest.skip("third-party models missing (scripts/fetch_models.sh fetches them)")
+    device = "ha-decoders"
+    start(tmp_path, decoders_config(broker.port, device), probe, daemons)
+    probe.subscribe(f"edged/{device}/ha/#")  # events are not retained: listen first
+    shapes = np.load(MODELS / "shapes_holdout.npz")["images"][0]
+    dots = np.load(MODELS / "dots_holdout.npz")["images"][0]
+    photo = (THIRD / "astronaut.png").read_bytes()
+    window = np.load(MODELS / "vibration_holdout.npz")["windows"][0]
+    asked = {
+        "digit": ("sensors/d1/digit", frame(3)),
+        "shapes": ("cams/c1/shapes", png(shapes)),
+        "yolo": ("cams/c1/yolo", png(shapes)),
+        "dots": ("cams/c1/dots", png(dots)),
+        "faces": ("cams/c1/faces", photo),
+        "people": ("cams/c1/people", photo),
+        "bearing": ("pumps/p1/window", json.dumps(window.tolist()).encode()),
+    }
+    results = {}
+    for route, (topic, payload) in asked.items():
+        answer = ask(probe, topic, payload, f"replies/{route}")
+        assert "result" in answer, answer
+        results[route] = answer["result"]
+    audio = np.concatenate([silence(1.0), speak("hey jarvis"), silence(1.5)])
+    for i in range(0, len(audio), CHUNK):
+        probe.publish("mics/k1/audio", audio[i:i + CHUNK].astype("<i2").tobytes())
+        time.sleep(0.004)
+    event = probe.next(timeout=60, topic=f"edged/{device}/ha/wake/k1")
+
+    configs = wait_for(broker.port, f"homeassistant/+/{device}/+/config",
+                       lambda f: len(f) >= 9)
+    states = retained(broker.port, f"edged/{device}/ha/#")
+    by_route = {c["name"]: c for c in configs.values() if "state_topic" in c
+                and c["name"] != "online"}
+    assert set(by_route) == {*asked, "wake"}
+    expected = {"digit": results["digit"]["label"], "bearing": results["bearing"]["state"],
+                **{r: str(results[r]["count"]) for r in
+                   ("shapes", "yolo", "dots", "faces", "people")}}
+    for route, cfg in by_route.items():
+        if route == "wake":
+            continue
+        state = states[cfg["state_topic"]]
+        # Home Assistant's rules, StrictUndefined: a key the message lacks fails here.
+        assert state_of(cfg, state) == str(expected[route]), (route, state)
+        attributes = attributes_of(cfg, state)
+        assert len(json.dumps(attributes)) < 16 * 1024
+        assert "mask" not in attributes and "detections" not in attributes
+    assert by_route["bearing"]["device_class"] == "problem"
+    assert state_of(by_route["bearing"], states[by_route["bearing"]["state_topic"]]) in (
+        by_route["bearing"]["payload_on"], by_route["bearing"]["payload_off"])
+    wake = by_route["wake"]
+    assert not event.retain
+    body = event.json()
+    assert body["event_type"] in wake["event_types"] and body["result"]["score"] >= 0.5
+    print("\n" + "\n".join(f"{r}: {state_of(c, states[c['state_topic']])!r} "
+                           f"{attributes_of(c, states[c['state_topic']])}"
+                           for r, c in by_route.items() if r != "wake")
+          + f"\nwake: event {body}")
