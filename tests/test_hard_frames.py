@@ -156,8 +156,8 @@ def raw_inputs() -> dict[str, list[tuple[str, bytes]]]:
     embedding = [("zeros", np.zeros((76, 32), np.float32)),
                  ("large", np.full((76, 32), 1e3, np.float32)),
                  ("noise", rng.normal(0, 10, (76, 32)).astype(np.float32))]
-    inputs = {"vibration": vib, "jarvis": jarvis, "timer": timer, "mel": mel,
-              "embedding": embedding}
+    inputs: dict[str, list[tuple[str, np.ndarray[Any, Any]]]] = {
+        "vibration": vib, "jarvis": jarvis, "timer": timer, "mel": mel, "embedding": embedding}
     return {route: [(n, a.tobytes()) for n, a in arrays] for route, arrays in inputs.items()}
 
 
