@@ -9,7 +9,7 @@ noise.
 
 Where a model has an independent reference, the answers match it: MediaPipe's own
 pipelines (BlazeFace, the palm detector, selfie segmentation; recorded in
-tests/data/mediapipe_goldens.json by scripts/reference_goldens.py from the same pixels)
+tests/data/mediapipe_goldens.json by scripts/models/reference_goldens.py from the same pixels)
 find nothing in any of these frames, and neither may edged; edgefirst-decoder decodes the
 bundled v8-layout YOLO's outputs for each frame, and edged's count is its count.
 """

@@ -244,7 +244,7 @@ def test_every_template_renders_against_real_results_of_every_decoder(
 ) -> None:
     require_tools()
     if not (THIRD / "selfie_segmentation.tflite").exists():
-        pytest.skip("third-party models missing (scripts/fetch_models.sh fetches them)")
+        pytest.skip("third-party models missing (scripts/models/fetch_models.sh fetches them)")
     device = "ha-decoders"
     start(tmp_path, decoders_config(broker.port, device), probe, daemons)
     probe.subscribe(f"edged/{device}/ha/#")  # events are not retained: listen first
