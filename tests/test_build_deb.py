@@ -1,4 +1,4 @@
-"""scripts/build-deb.sh's choice of target: what it refuses, and how it names a dependency
+"""scripts/packaging/build-deb.sh's choice of target: what it refuses, and how it names a dependency
 that has no wheel for the box (the packages it builds are installed and run by
 tests/test_package.py, amd64, and tests/test_package_arm64.py, arm64)."""
 
@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(REPO / "scripts/build-deb.sh"), "--out", str(tmp_path), *args],
-                          capture_output=True, text=True, timeout=1200, check=False)
+    return subprocess.run([str(REPO / "scripts/packaging/build-deb.sh"), "--out", str(tmp_path),
+                           *args], capture_output=True, text=True, timeout=1200, check=False)
 
 
 def test_a_release_whose_python_is_too_old_is_refused_at_once(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The arm64 package, built on this x86-64 machine (``scripts/build-deb.sh --arch arm64``:
+"""The arm64 package, built on this x86-64 machine (``scripts/packaging/build-deb.sh --arch arm64``:
 wheels fetched for the target, no compiler, no emulation) and run as on a Raspberry Pi:
 installed with apt into an arm64 Debian 12 root under qemu-user (tests/support/emulation.py),
 its runtime chosen by the probe, checked, its unit verified, the demo run against the root's
@@ -54,8 +54,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.package, pytest.mark.timeout(
 
 
 def build(out: Path) -> Path:
-    done = subprocess.run([str(REPO / "scripts/build-deb.sh"), "--arch", "arm64", "--release",
-                           "bookworm", "--out", str(out)],
+    done = subprocess.run([str(REPO / "scripts/packaging/build-deb.sh"), "--arch", "arm64",
+                           "--release", "bookworm", "--out", str(out)],
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "runtimes: ai_edge_litert-" in done.stderr and " tflite_runtime-" in done.stderr

@@ -20,6 +20,7 @@ import numpy as np
 
 from edged.config.postprocess import AnchorsConfig
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -31,7 +32,14 @@ from edged.postprocess.base import (
     shape_text,
     sigmoid,
 )
-from edged.postprocess.boxes import center_to_corners, frame_detections, nms, weighted_nms
+from edged.postprocess.boxes import (
+    center_to_corners,
+    finite_rows,
+    frame_detections,
+    nms,
+    top_candidates,
+    weighted_nms,
+)
 from edged.postprocess.names import keypoint_names
 
 
@@ -107,7 +115,13 @@ class AnchorDecoder:
         scores = all_scores[np.arange(len(rows)), classes]
         keep = scores >= self.score_threshold
         rows, classes, scores = rows[keep], classes[keep], scores[keep]
+        best = top_candidates(scores, self.config.max_candidates)
+        rows, classes, scores = rows[best], classes[best], scores[best]
         raw = dequantize(np.asarray(outputs[self.regressors]).reshape(n, -1)[rows], spec_r)
+        placed = finite_rows(raw)  # a float model's NaN or infinity places nothing
+        if not placed.all():
+            rows, classes, scores, raw = rows[placed], classes[placed], scores[placed], \
+                raw[placed]
         centre = self.anchors[rows]
         xy = raw[:, :2] / self.scale + centre
         wh = raw[:, 2:4] / self.scale
@@ -155,5 +169,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("anchors", "SSD anchor heads without the post-process op (BlazeFace, palm)",
-               _bind, uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               _bind, uses_frame=True, entity=entity.DETECTIONS)
