@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -17,7 +18,7 @@ from types import FrameType
 
 import structlog
 
-from edged import discovery, logs, metrics, reload, topics
+from edged import discovery, handshake, logs, metrics, reload, topics
 from edged.config import OutboxConfig, Settings
 from edged.errors import ConfigError, EdgedError
 from edged.mqtt import Material, MqttClient
@@ -90,6 +91,8 @@ class Server:
         self.reload_requested = threading.Event()
         self.stats = Stats()
         self.notifier = notifier or Notifier()
+        self.runtime_dir = handshake.runtime_dir()
+        """Where reload outcomes go (``$RUNTIME_DIRECTORY``); None outside such a unit."""
         self._fingerprints = {n: reload.fingerprint(m.config) for n, m in loaded.models.items()}
         prefix = settings.mqtt.topic_prefix
         device = topics.safe_level(settings.device_id)
@@ -100,7 +103,7 @@ class Server:
         self._stats_answered_at = 0.0
         routes = [Route.bind(r, loaded.models) for r in settings.routes]
         for route in routes:
-            self.stats.add_route(route.name, route.model.name)
+            self.stats.add_route(route.name, route.model.name, route.windowed)
         announced = discovery.plan(settings)
         self._not_announced = announced.skipped
         make = make_transport or self._mqtt_client(announced.messages)
@@ -220,10 +223,24 @@ class Server:
 
     def reload(self) -> bool:
         """Re-read the config, load changed models, swap them in; keep the old ones on any
-        error. The connection stays up and queued messages are finished, not dropped."""
+        error. The connection stays up and queued messages are finished, not dropped. The
+        outcome goes to the runtime directory for ``edged reload`` (edged.handshake)."""
+        began = handshake.monotonic_usec()
+        error = self._reload()
+        if self.runtime_dir is not None:
+            outcome = handshake.Outcome(os.getpid(), began, error is None, error or "")
+            try:
+                handshake.write(self.runtime_dir, outcome)
+            except OSError as exc:
+                log.warning("cannot report the reload's outcome", directory=str(
+                    self.runtime_dir), error=str(exc))
+        return error is None
+
+    def _reload(self) -> str | None:
+        """The reload itself: None once the new configuration serves, else why not."""
         if self.config_path is None:
             log.error("reload refused: edged was not given its config file's path")
-            return False
+            return "edged was not given its config file's path"
         self.notifier.reloading()
         log.info("reloading", config=str(self.config_path))
         try:
@@ -236,12 +253,12 @@ class Server:
             log.error("reload rejected; the running configuration keeps serving",
                       config=str(self.config_path), error=str(exc))
             self.notifier.ready(self.status_line())
-            return False
+            return str(exc)
         if not self._swap(routes, plan.settings.worker_niceness):
             log.error("reload rejected: the MQTT thread did not take the new routes in time; "
                       "the running configuration keeps serving")
             self.notifier.ready(self.status_line())
-            return False
+            return "the MQTT thread did not take the new routes in time"
         self._announce(plan.settings)
         self.settings, self._fingerprints = plan.settings, plan.fingerprints
         self.loaded = replace(self.loaded, models=plan.models)
@@ -252,7 +269,7 @@ class Server:
         log.info("reloaded", models_loaded=list(plan.loaded),
                  routes=[r.name for r in routes])
         self.notifier.ready(self.status_line())
-        return True
+        return None
 
     def _announce(self, new: Settings) -> None:
         """Remove the discovery entries of deleted routes and publish the current ones."""
