@@ -15,6 +15,7 @@ import structlog
 from edged import __version__, devices, handshake, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError, ModelLoadError, RuntimeUnavailableError
+from edged.frigate import serve as frigate_serve
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
 from edged.runtime.delegates import DelegateError
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--runtime", choices=["ai-edge-litert", "tflite-runtime"], default=None,
-            help="use this TFLite runtime instead of the fastest installed one",
+            help="use this TFLite runtime instead of the fastest installed one that "
+                 "passes the probe",
         )
         if name == "check":
             sub.add_argument("--no-broker", action="store_true",
@@ -155,7 +157,10 @@ def run(config: Path, runtime: str | None) -> int:
     logs.configure(settings.logging.level, settings.logging.format)
     log = structlog.get_logger("edged")
     log.info("loading", config=str(config), version=__version__)
-    server = Server(settings, load(settings, runtime), config_path=config)
+    loaded = load(settings, runtime)
+    if loaded.runtime is not None:
+        log.info("TFLite runtime", runtime=loaded.backend.describe(), how=loaded.runtime.how)
+    server = Server(settings, loaded, config_path=config)
     server.run()
     return EX_OK
 
@@ -166,10 +171,22 @@ def check(config: Path, runtime: str | None, broker: bool = True, sandbox: bool 
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
     try:
-        print(f"runtime  {loaded.backend.describe()}")
+        if loaded.runtime is not None:
+            print("\n".join(loaded.runtime.lines()))
+        else:
+            print(f"runtime  {loaded.backend.describe()}")
         for route in settings.routes:  # what start-up would refuse: input or output mismatch
             Route.bind(route, loaded.models)
+        served = frigate_serve.bind(settings, loaded.models)
         _print_report(settings, loaded)
+        for entry in served:
+            print(f"frigate  {entry.name}: {entry.route.model.name} ({entry.decoder}, input "
+                  f"{entry.spec.describe()}), {len(entry.ids)} classes with Frigate ids, "
+                  f"threshold {entry.threshold:g}"
+                  + (f", model_type {entry.model_type}" if entry.model_type else ""))
+        if settings.frigate is not None:
+            print(f"frigate  endpoints {', '.join(settings.frigate.endpoints)}; request "
+                  f"timeout {settings.frigate.request_timeout_ms} ms")
         if sandbox and not _service_view(settings, config, unit):
             return EX_CONFIG
         if broker and loaded.material is not None:

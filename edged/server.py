@@ -15,22 +15,28 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
 from edged import discovery, handshake, logs, metrics, reload, topics
 from edged.config import OutboxConfig, Settings
 from edged.errors import ConfigError, EdgedError
+from edged.frigate import serve as frigate_serve
 from edged.mqtt import Material, MqttClient
 from edged.outbox import Outbox
 from edged.pipeline import ModelWorkers, Pipeline
 from edged.responder import Responder
 from edged.routes import Route
-from edged.runtime import Backend, LoadedModel, load_model, select_backend
+from edged.runtime import Backend, LoadedModel, load_model
+from edged.runtime.probe import Choice, choose_backend
 from edged.stats import Stats
 from edged.systemd import Notifier, Watchdog
-from edged.transport import BrokerSide
+from edged.transport import BrokerSide, Fork, Transport
 from edged.types import Inbound, Outbound
+
+if TYPE_CHECKING:
+    from edged.frigate.door import FrigateDoor
 
 log = structlog.get_logger("edged.server")
 SWITCH_INTERVAL_S = 0.0005
@@ -47,6 +53,8 @@ class Loaded:
     models: dict[str, LoadedModel]
     material: Material | None = None
     outbox: Outbox | None = None
+    runtime: Choice | None = None
+    """How the runtime was chosen (``edged check`` reports it); None: handed in."""
 
 
 def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
@@ -54,13 +62,18 @@ def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
     every model. Raises ConfigError or ModelLoadError."""
     material = Material.load(settings.mqtt)
     outbox = open_outbox(settings.outbox)
-    backend = select_backend(prefer_runtime)
+    choice = choose_backend(prefer_runtime)
+    for attempt in choice.attempts:
+        if not attempt.ok:
+            log.warning("TFLite runtime failed its probe; falling back", runtime=attempt.runtime,
+                        reason=attempt.detail)
+    backend = choice.backend
     try:
         models = {name: load_model(name, cfg, backend) for name, cfg in settings.models.items()}
     except BaseException:
         outbox.close()
         raise
-    return Loaded(backend, models, material, outbox)
+    return Loaded(backend, models, material, outbox, choice)
 
 
 def open_outbox(config: OutboxConfig) -> Outbox:
@@ -102,15 +115,26 @@ class Server:
         """A message here asks for a stats snapshot now (``edged status`` and ``top``)."""
         self._stats_answered_at = 0.0
         routes = [Route.bind(r, loaded.models) for r in settings.routes]
+        served = frigate_serve.bind(settings, loaded.models)
+        routes += [s.route for s in served]
         for route in routes:
             self.stats.add_route(route.name, route.model.name, route.windowed)
         announced = discovery.plan(settings)
         self._not_announced = announced.skipped
         make = make_transport or self._mqtt_client(announced.messages)
         self.mqtt = make(self._on_message)
-        self.responder = Responder(self.mqtt, settings.device_id, prefix, self.stats)
-        self.pipeline = Pipeline(routes, self.responder, self.mqtt, self.stats,
+        self.door: FrigateDoor | None = None
+        sink: Transport = self.mqtt
+        if settings.frigate is not None:
+            self.door = open_door(settings, served, self._submit_shared, self.stats)
+            self.stats.add_door("frigate", self.door.snapshot)
+            sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
+        self.responder = Responder(sink, settings.device_id, prefix, self.stats)
+        self.pipeline = Pipeline(routes, self.responder, sink, self.stats,
                                  niceness=settings.worker_niceness)
+        # Two doors feed the pipeline from two threads: then one message at a time.
+        self._submit = (self.pipeline.submit if self.door is None
+                        else self.pipeline.submit_shared)
         self.watchdog: Watchdog | None = None
         self._retiring: list[threading.Thread] = []
         self._signals = 0
@@ -141,7 +165,10 @@ class Server:
         if message.topic == self.stats_request_topic:
             self._stats_asked()
             return
-        self.pipeline.submit(message)
+        self._submit(message)
+
+    def _submit_shared(self, message: Inbound) -> None:
+        self.pipeline.submit_shared(message)
 
     def _stats_asked(self) -> None:
         """A snapshot for a watcher, at most every STATS_ASKED_S however many ask."""
@@ -152,7 +179,10 @@ class Server:
 
     def heartbeats(self) -> dict[str, float]:
         """Every thread the watchdog vouches for: the workers and the MQTT loop."""
-        return {**self.pipeline.heartbeats(), "mqtt": self.mqtt.loop_beat}
+        beats = {**self.pipeline.heartbeats(), "mqtt": self.mqtt.loop_beat}
+        if self.door is not None:
+            beats["frigate"] = self.door.beat
+        return beats
 
     def start(self) -> None:
         # Workers release the GIL while invoking; when one returns it must get the GIL back
@@ -167,7 +197,11 @@ class Server:
         if metrics_cfg.port is not None:  # first: a port in use fails before anything runs
             metrics.serve(self.stats, self.pipeline, metrics_cfg.host, metrics_cfg.port)
             log.info("metrics endpoint", url=f"http://{metrics_cfg.host}:{metrics_cfg.port}/")
+        if self.door is not None:  # an endpoint that cannot bind fails before anything runs
+            self.door.bind()
         self.pipeline.start()
+        if self.door is not None:
+            self.door.start()
         for skipped in self._not_announced:
             log.warning("route left out of Home Assistant discovery", route=skipped.route,
                         reason=skipped.reason)
@@ -211,6 +245,8 @@ class Server:
         on_fallback = [r.name for m in self.pipeline.models.values() for r in m.runners
                        if r.session.on_fallback]
         fallback = f"; on CPU fallback: {', '.join(on_fallback)}" if on_fallback else ""
+        if self.door is not None:
+            fallback += f"; frigate: {self.door.snapshot()['detectors']} detector(s)"
         return (f"broker {self.mqtt.summary()}; {len(self.pipeline.routes)} routes; "
                 f"received {totals['received']}, answered {totals['succeeded']}, "
                 f"failed {totals['failed']}; outbox {outbox['waiting']} waiting, "
@@ -247,8 +283,15 @@ class Server:
             plan = reload.prepare(self.config_path, self.settings, self.loaded.models,
                                   self._fingerprints, self.loaded.backend)
             running = {r.name: r for r in self.pipeline.routes}
+            if (self.door is None) != (plan.settings.frigate is None):
+                log.warning("the frigate section was added or removed: that takes a "
+                            "restart; the door keeps its running settings")
+                plan = replace(plan, settings=plan.settings.model_copy(
+                    update={"frigate": self.settings.frigate}))
             routes = [Route.bind(r, plan.models).carrying_state_of(running.get(r.name))
                       for r in plan.settings.routes]
+            served = frigate_serve.bind(plan.settings, plan.models)
+            routes += [s.route for s in served]
         except (EdgedError, ValueError) as exc:
             log.error("reload rejected; the running configuration keeps serving",
                       config=str(self.config_path), error=str(exc))
@@ -259,6 +302,8 @@ class Server:
                       "the running configuration keeps serving")
             self.notifier.ready(self.status_line())
             return "the MQTT thread did not take the new routes in time"
+        if self.door is not None and plan.settings.frigate is not None:
+            self.door.update(plan.settings.frigate, served)
         self._announce(plan.settings)
         self.settings, self._fingerprints = plan.settings, plan.fingerprints
         self.loaded = replace(self.loaded, models=plan.models)
@@ -289,7 +334,9 @@ class Server:
                 if outcome["abandoned"]:
                     return
                 retired.extend(self.pipeline.replace(routes, models))
-                self.mqtt.set_subscriptions(self._filters(r.config.subscribe for r in routes))
+                self.mqtt.set_subscriptions(self._filters(
+                    r.config.subscribe for r in routes
+                    if not r.config.subscribe.startswith(frigate_serve.TOPIC_PREFIX)))
                 outcome["done"] = True
 
         self.mqtt.call_in_loop(swap)
@@ -323,9 +370,11 @@ class Server:
         if self.watchdog is not None:
             self.watchdog.stop()
         self.mqtt.hold_input()
-        self.pipeline.stop(timeout)
+        self.pipeline.stop(timeout)  # the door goes on: new requests get zeros meanwhile
         for thread in self._retiring:
             thread.join(timeout)
+        if self.door is not None:
+            self.door.stop(2.0)
         self.publish_stats()
         self.mqtt.stop(self.settings.outbox.flush_timeout_s)
         log.info("stopped", **self.stats.totals())
@@ -351,3 +400,15 @@ class Server:
             self.serve()
         finally:
             self.shutdown()
+
+
+def open_door(settings: Settings, served: list[frigate_serve.Served],
+              submit: Callable[[Inbound], None], stats: Stats) -> FrigateDoor:
+    """The Frigate door (not yet bound). Raises ConfigError when pyzmq is missing."""
+    assert settings.frigate is not None
+    try:
+        from edged.frigate.door import FrigateDoor
+    except ImportError as exc:
+        raise ConfigError("frigate", [f"the Frigate door needs pyzmq ({exc}): install "
+                                      "edged[frigate]"]) from None
+    return FrigateDoor(settings.frigate, served, submit, stats)

@@ -67,7 +67,7 @@ echo "build-deb: wheels for Python $PYVER ($ARCH)" >&2
 "$PYTHON" -m venv "$WORK/build-venv"
 "$WORK/build-venv/bin/python" -m pip install -q --upgrade pip
 "$WORK/build-venv/bin/python" -m pip wheel -q --wheel-dir "$ROOT/opt/edged/wheels" \
-    "$SRC" pip 2> >(grep -v "^WARNING: Location .* is ignored" >&2)
+    "$SRC[frigate]" pip 2> >(grep -v "^WARNING: Location .* is ignored" >&2)
 
 cp models/*.tflite models/*.labels models/manifest.json models/README.md \
     "$ROOT/opt/edged/models/"

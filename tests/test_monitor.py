@@ -120,3 +120,17 @@ def test_a_window_route_shows_readings_and_windows_and_superseded_apart() -> Non
                                  "1.23", "9.88", "4", "queue_full", "1;", "superseded", "95"]
     plain = render(view_with(snapshot(100.0, 10, 8)), now=100.0, every_s=30, with_rates=False)
     assert plain[4].split()[2:4] == ["10", "8"]
+
+
+def test_the_frigate_door_has_a_line_of_its_own() -> None:
+    snap = snapshot(100.0, 10, 8)
+    snap["frigate"] = {"endpoints": ["ipc:///run/edged/frigate.sock"], "detectors": 2,
+                       "pending": 1, "served": {"ssd.tflite": "frigate-ssd.tflite"},
+                       "counts": {"results": 40, "results_with_detections": 30,
+                                  "zeros_deadline": 2, "zeros_bad_header": 1,
+                                  "late_dropped": 1}}
+    screen = render(view_with(snap), now=100.0, every_s=30, with_rates=False)
+    assert ("frigate ipc:///run/edged/frigate.sock: 2 detector(s), 1 in flight; 40 results "
+            "(30 with boxes), zeros bad_header 1, deadline 2; 1 late results dropped") in screen
+    assert not any(line.startswith("frigate") for line in render(
+        view_with(snapshot(100.0, 10, 8)), now=100.0, every_s=30, with_rates=False))

@@ -7,6 +7,7 @@ input, the layout of TFLite_Detection_PostProcess.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,28 @@ def iou_matrix(boxes: Array) -> Array:
 # Up to this many candidates, NMS computes all overlaps at once ([N, N] floats: 2 MB);
 # beyond, one row per kept box.
 _MATRIX_NMS = 512
+# Box values beyond this many input sizes say nothing more about a box that is far outside
+# the frame anyway; clipped there, the classes' offsets in NMS stay exact in float64.
+_FAR = 1e4
+
+
+def top_candidates(scores: Array, limit: int) -> Array:
+    """Indices of the ``limit`` best scores, best first (ties to the lower index): the
+    candidates that enter NMS, so that a frame where every box passes costs a bounded
+    time. Every index when there are no more than ``limit``."""
+    if scores.shape[0] <= limit:
+        return np.arange(scores.shape[0])
+    order: Array = np.argsort(-scores.astype(np.float64), kind="stable")[:limit]
+    return order
+
+
+def finite_rows(*arrays: Array) -> Array:
+    """[N] True where every value of row i of every array is a finite number: a box or
+    keypoint a model gave as NaN or infinity cannot be placed, so it is no detection."""
+    keep = np.ones(arrays[0].shape[0], dtype=bool)
+    for values in arrays:
+        keep &= np.isfinite(values).all(axis=tuple(range(1, values.ndim)))
+    return keep
 
 
 def nms(boxes: Array, scores: Array, iou_threshold: float, classes: Array | None = None,
@@ -53,10 +76,10 @@ def nms(boxes: Array, scores: Array, iou_threshold: float, classes: Array | None
     trick torchvision's batched_nms uses)."""
     if boxes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    work = boxes
+    work = np.clip(boxes, -_FAR, _FAR)
     if classes is not None:
-        span = float(np.max(boxes) - np.min(boxes)) + 1.0
-        work = boxes + (classes.astype(np.float64) * span)[:, None]
+        span = float(np.max(work) - np.min(work)) + 1.0
+        work = work + (classes.astype(np.float64) * span)[:, None]
     order = np.argsort(-scores, kind="stable")
     limit = len(order) if max_out is None else max_out
     keep: list[int] = []
@@ -85,18 +108,30 @@ def weighted_nms(boxes: Array, scores: Array, iou_threshold: float,
     ``iou_threshold`` (itself included) and becomes their score-weighted mean, boxes and
     keypoints alike, keeping its own score. Returns boxes, scores, keypoints."""
     order = np.argsort(-scores, kind="stable")
+    # Up to _MATRIX_NMS boxes, every overlap at once (rows in score order); beyond, a row
+    # per cluster as it is taken.
+    overlaps = (iou_matrix(boxes[order]) > iou_threshold
+                if 0 < len(order) <= _MATRIX_NMS else None)
+    left = np.arange(len(order))  # positions in ``order`` not yet taken by a cluster
     out_boxes, out_scores, out_points = [], [], []
-    while order.size:
-        best = int(order[0])
-        near = iou(boxes[best], boxes[order]) > iou_threshold
+    while left.size:
+        first = int(left[0])
+        best = int(order[first])
+        if overlaps is not None:
+            near = overlaps[first, left]
+        else:
+            near = iou(boxes[best], boxes[order[left]]) > iou_threshold
         near[0] = True  # itself, even when degenerate (zero or negative size): IoU 0
-        members = order[near]
-        weights = scores[members] / np.sum(scores[members])
+        members = order[left[near]]
+        total = float(np.sum(scores[members]))
+        # Scores of 0 (a logit clipped at -score_clip with score_threshold 0): equal weights.
+        weights = (scores[members] / total if total > 0 else
+                   np.full(len(members), 1.0 / len(members)))
         out_boxes.append(weights @ boxes[members])
         out_scores.append(scores[best])
         if points is not None:
             out_points.append(np.tensordot(weights, points[members], axes=1))
-        order = order[~near]
+        left = left[~near]
     n = len(out_boxes)
     merged_points = (np.asarray(out_points) if points is not None and n else
                      (np.zeros((0, *points.shape[1:])) if points is not None else None))
@@ -112,18 +147,23 @@ def center_to_corners(cx: Array, cy: Array, w: Array, h: Array) -> Array:
 def keypoint_dicts(points: Array, names: Sequence[str], min_score: float = 0.0
                    ) -> list[dict[str, Any]]:
     """[K, 2 or 3] (y, x[, score]) in frame fractions -> named keypoints; a keypoint
-    scoring below ``min_score`` has null coordinates."""
+    scoring below ``min_score``, or whose position the model gave as NaN or infinity, has
+    null coordinates (and a score that is no number, a null score)."""
     pts = np.asarray(points, dtype=np.float64)
-    yx = np.round(np.clip(pts[:, :2], 0.0, 1.0), 5).tolist()
+    placed = finite_rows(pts[:, :2]).tolist()
+    yx = np.round(np.clip(np.nan_to_num(pts[:, :2]), 0.0, 1.0), 5).tolist()
     scores = np.round(pts[:, 2], 6).tolist() if pts.shape[1] > 2 else None
     raw_scores = pts[:, 2].tolist() if pts.shape[1] > 2 else None
     found = []
     for k, (y, x) in enumerate(yx):
         entry: dict[str, Any] = {"name": label_of(names, k), "y": y, "x": x}
+        if not placed[k]:
+            entry["y"] = entry["x"] = None
         if scores is not None and raw_scores is not None:
-            if raw_scores[k] < min_score:
+            score = raw_scores[k]
+            if not score >= min_score:  # NaN too
                 entry["y"] = entry["x"] = None
-            entry["score"] = scores[k]
+            entry["score"] = scores[k] if math.isfinite(score) else None
         found.append(entry)
     return found
 
@@ -138,11 +178,13 @@ def frame_detections(
     or crop is undone, boxes are clipped to the frame, and one that lay wholly in a
     letterbox bar is dropped. ``points`` [N, K, 2 or 3] (y, x[, score]) go along."""
     kept = geometry.to_frame(boxes) if geometry is not None else np.clip(boxes, 0.0, 1.0)
-    kept = np.nan_to_num(kept.reshape(-1, 4))
+    kept = kept.reshape(-1, 4)
+    finite = finite_rows(kept)
+    kept = np.round(np.nan_to_num(kept), 5)  # as reported: a side that rounds away is none
     found = []
     for i, row in enumerate(kept):
-        if row[2] <= row[0] or row[3] <= row[1]:
-            continue  # nothing of it is left in the frame
+        if row[2] <= row[0] or row[3] <= row[1] or not finite[i]:
+            continue  # nothing of it is left in the frame, or it was never in a place
         index = int(classes[i])
         det: dict[str, Any] = {"index": index, "label": label_of(labels, index),
                                "score": round(float(scores[i]), 6), "box": box_dict(row)}

@@ -32,6 +32,16 @@ from edged.postprocess.names import keypoint_names
 MULTI_KEYPOINTS = 17
 
 
+def pose_box(values: Array, geometry: Geometry | None) -> dict[str, float]:
+    """A multi-pose box in the frame: corners in order even when the model gave them the
+    wrong way round, a side the model gave as NaN at 0 and infinity at the frame's edge."""
+    box = np.nan_to_num(np.asarray(values, dtype=np.float64).reshape(1, 4), posinf=1.0,
+                        neginf=0.0)
+    framed = geometry.to_frame(box)[0] if geometry is not None else np.clip(box[0], 0, 1)
+    ys, xs = np.sort(framed[0::2]), np.sort(framed[1::2])
+    return box_dict((ys[0], xs[0], ys[1], xs[1]))
+
+
 def layout_of(shape: tuple[int, ...], wanted: str) -> tuple[Literal["single", "multi"], int]:
     """The layout and keypoint count of a MoveNet output. Raises ValueError."""
     single = len(shape) == 4 and shape[:2] == (1, 1) and shape[3] == 3
@@ -77,9 +87,7 @@ class PoseDecoder:
             pts[:, :2] = to_frame_points(pts[:, :2], geometry)
             pose: dict[str, Any] = {"score": round(float(scores[i]), 6)}
             if boxes is not None:
-                box = geometry.to_frame(boxes[i]) if geometry is not None else \
-                    np.clip(boxes[i], 0, 1).reshape(1, 4)
-                pose["box"] = box_dict(box[0])
+                pose["box"] = pose_box(boxes[i], geometry)
             pose["keypoints"] = keypoint_dicts(pts, self.names, self.config.min_score)
             poses.append(pose)
         return {"count": len(poses), "poses": poses}
