@@ -16,6 +16,7 @@ from edged import __version__, devices, handshake, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError, ModelLoadError, RuntimeUnavailableError
 from edged.frigate import serve as frigate_serve
+from edged.frigate import uploads as frigate_uploads
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
 from edged.runtime.delegates import DelegateError
@@ -153,7 +154,7 @@ def run(config: Path, runtime: str | None) -> int:
     # A reload asked for while models are still loading would kill the process (HUP's
     # default action); the server installs its own handler once it is ready to act on it.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    settings = load_settings(config)
+    settings = frigate_uploads.extend(load_settings(config))  # kept uploads are served too
     logs.configure(settings.logging.level, settings.logging.format)
     log = structlog.get_logger("edged")
     log.info("loading", config=str(config), version=__version__)
@@ -167,7 +168,7 @@ def run(config: Path, runtime: str | None) -> int:
 
 def check(config: Path, runtime: str | None, broker: bool = True, sandbox: bool = True,
           unit: Path | None = None) -> int:
-    settings = load_settings(config)
+    settings = frigate_uploads.extend(load_settings(config))
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
     try:

@@ -21,8 +21,10 @@ import structlog
 
 from edged import discovery, handshake, logs, metrics, reload, topics
 from edged.config import OutboxConfig, Settings
+from edged.entities import Entities
 from edged.errors import ConfigError, EdgedError
 from edged.frigate import serve as frigate_serve
+from edged.frigate import uploads as frigate_uploads
 from edged.mqtt import Material, MqttClient
 from edged.outbox import Outbox
 from edged.pipeline import ModelWorkers, Pipeline
@@ -119,17 +121,20 @@ class Server:
         routes += [s.route for s in served]
         for route in routes:
             self.stats.add_route(route.name, route.model.name, route.windowed)
-        announced = discovery.plan(settings)
-        self._not_announced = announced.skipped
-        make = make_transport or self._mqtt_client(announced.messages)
+        catalog = discovery.Catalog(settings)
+        self._ha_topics(catalog)
+        make = make_transport or self._mqtt_client()
         self.mqtt = make(self._on_message)
+        self.entities = Entities(catalog, self.mqtt.publish)
         self.door: FrigateDoor | None = None
         sink: Transport = self.mqtt
         if settings.frigate is not None:
-            self.door = open_door(settings, served, self._submit_shared, self.stats)
+            self.door = open_door(settings, served, self._submit_shared, self.stats,
+                                  self.reload_requested.set)
             self.stats.add_door("frigate", self.door.snapshot)
             sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
-        self.responder = Responder(sink, settings.device_id, prefix, self.stats)
+        self.responder = Responder(sink, settings.device_id, prefix, self.stats,
+                                   entities=self.entities)
         self.pipeline = Pipeline(routes, self.responder, sink, self.stats,
                                  niceness=settings.worker_niceness)
         # Two doors feed the pipeline from two threads: then one message at a time.
@@ -139,7 +144,13 @@ class Server:
         self._retiring: list[threading.Thread] = []
         self._signals = 0
 
-    def _mqtt_client(self, announce: list[Outbound]) -> MakeTransport:
+    def _ha_topics(self, catalog: discovery.Catalog) -> None:
+        """What edged hears from Home Assistant: its status, and the configs of this box's
+        entities (an earlier run's among them)."""
+        self._ha_status = catalog.config.birth_topic if catalog.enabled else None
+        self._ha_configs = catalog.config_filter() if catalog.enabled else None
+
+    def _mqtt_client(self) -> MakeTransport:
         settings, loaded = self.settings, self.loaded
         device = topics.safe_level(settings.device_id)
 
@@ -152,23 +163,35 @@ class Server:
                 on_message=on_message,
                 outbox=loaded.outbox or open_outbox(settings.outbox),
                 material=loaded.material,
-                announce=announce,
+                announce=lambda: self.entities.everything(),
                 probe_topic=f"{settings.mqtt.topic_prefix}/{device}/probe",
             )
         return make
 
     def _filters(self, routes: Iterable[str]) -> list[str]:
-        return [*routes, self.stats_request_topic]
+        ha = [f for f in (self._ha_status, self._ha_configs) if f is not None]
+        return [*routes, self.stats_request_topic, *ha]
 
     def _on_message(self, message: Inbound) -> None:
         # The transport is built before the pipeline, which publishes through it.
         if message.topic == self.stats_request_topic:
             self._stats_asked()
             return
+        if self._ha_configs is not None and self._from_home_assistant(message):
+            return
         self._submit(message)
 
     def _submit_shared(self, message: Inbound) -> None:
         self.pipeline.submit_shared(message)
+
+    def _from_home_assistant(self, message: Inbound) -> bool:
+        if message.topic == self._ha_status:
+            self.entities.home_assistant_status(message.payload)
+            return True
+        if self._ha_configs is not None and topics.matches(self._ha_configs, message.topic):
+            self.entities.config_seen(message.topic, message.payload)
+            return True
+        return False
 
     def _stats_asked(self) -> None:
         """A snapshot for a watcher, at most every STATS_ASKED_S however many ask."""
@@ -202,7 +225,7 @@ class Server:
         self.pipeline.start()
         if self.door is not None:
             self.door.start()
-        for skipped in self._not_announced:
+        for skipped in self.entities.catalog.skipped:
             log.warning("route left out of Home Assistant discovery", route=skipped.route,
                         reason=skipped.reason)
         self.mqtt.start()
@@ -235,6 +258,7 @@ class Server:
             if interval and now >= next_stats:
                 next_stats = now + interval
                 self.publish_stats()
+            self.entities.tick()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
                 self.notifier.status(self.status_line())
@@ -255,6 +279,8 @@ class Server:
     def publish_stats(self) -> None:
         body = {"device_id": self.settings.device_id, "time": time.time(),
                 **self.stats.snapshot(self.pipeline), "mqtt": self.mqtt.snapshot()}
+        if self.entities.catalog.enabled:
+            body["home_assistant"] = self.entities.snapshot()
         self.mqtt.publish(Outbound(self.stats_topic, json.dumps(body).encode(), qos=0))
 
     def reload(self) -> bool:
@@ -281,7 +307,8 @@ class Server:
         log.info("reloading", config=str(self.config_path))
         try:
             plan = reload.prepare(self.config_path, self.settings, self.loaded.models,
-                                  self._fingerprints, self.loaded.backend)
+                                  self._fingerprints, self.loaded.backend,
+                                  extend=frigate_uploads.extend)
             running = {r.name: r for r in self.pipeline.routes}
             if (self.door is None) != (plan.settings.frigate is None):
                 log.warning("the frigate section was added or removed: that takes a "
@@ -297,14 +324,17 @@ class Server:
                       config=str(self.config_path), error=str(exc))
             self.notifier.ready(self.status_line())
             return str(exc)
+        catalog = discovery.Catalog(plan.settings)
+        self._ha_topics(catalog)  # the swap subscribes to them
         if not self._swap(routes, plan.settings.worker_niceness):
+            self._ha_topics(self.entities.catalog)
             log.error("reload rejected: the MQTT thread did not take the new routes in time; "
                       "the running configuration keeps serving")
             self.notifier.ready(self.status_line())
             return "the MQTT thread did not take the new routes in time"
         if self.door is not None and plan.settings.frigate is not None:
             self.door.update(plan.settings.frigate, served)
-        self._announce(plan.settings)
+        self.entities.replace(catalog)
         self.settings, self._fingerprints = plan.settings, plan.fingerprints
         self.loaded = replace(self.loaded, models=plan.models)
         logs.configure(plan.settings.logging.level, plan.settings.logging.format)
@@ -315,13 +345,6 @@ class Server:
                  routes=[r.name for r in routes])
         self.notifier.ready(self.status_line())
         return None
-
-    def _announce(self, new: Settings) -> None:
-        """Remove the discovery entries of deleted routes and publish the current ones."""
-        messages = discovery.discovery_messages(new)
-        for message in (*discovery.removal_messages(self.settings, new), *messages):
-            self.mqtt.publish(message)
-        self.mqtt.set_announce(messages)
 
     def _swap(self, routes: list[Route], niceness: int) -> bool:
         # Interpreters open here, on this thread; the MQTT thread only swaps references.
@@ -403,7 +426,8 @@ class Server:
 
 
 def open_door(settings: Settings, served: list[frigate_serve.Served],
-              submit: Callable[[Inbound], None], stats: Stats) -> FrigateDoor:
+              submit: Callable[[Inbound], None], stats: Stats,
+              on_upload: Callable[[], None]) -> FrigateDoor:
     """The Frigate door (not yet bound). Raises ConfigError when pyzmq is missing."""
     assert settings.frigate is not None
     try:
@@ -411,4 +435,4 @@ def open_door(settings: Settings, served: list[frigate_serve.Served],
     except ImportError as exc:
         raise ConfigError("frigate", [f"the Frigate door needs pyzmq ({exc}): install "
                                       "edged[frigate]"]) from None
-    return FrigateDoor(settings.frigate, served, submit, stats)
+    return FrigateDoor(settings.frigate, served, submit, stats, on_upload=on_upload)

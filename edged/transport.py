@@ -38,9 +38,6 @@ class BrokerSide(Transport, Protocol):
 
     def set_subscriptions(self, filters: Sequence[str]) -> None: ...
 
-    def set_announce(self, messages: Sequence[Outbound]) -> None:
-        """Messages published (retained) on every connect, e.g. Home Assistant discovery."""
-
     def summary(self) -> str:
         """The connection's state in a few words."""
 

@@ -16,6 +16,7 @@ from tests.support.daemon import Edged
 from tests.support.frigate import (
     IMAGES,
     SHAPES,
+    YOLO,
     ZEROS,
     FrigateClient,
     expected_rows,
@@ -161,3 +162,39 @@ def test_an_oversized_frame_drops_only_that_connection(
     assert big.ready  # its new handshake went through
     np.testing.assert_allclose(big.detect(tensor), want)
     np.testing.assert_allclose(other.detect(tensor), want)
+
+
+def test_uploads_when_enabled_are_checked_served_and_kept_across_restarts(
+        tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged],
+        clients: list[FrigateClient]) -> None:
+    store = tmp_path / "uploads"
+    config = frigate_config(broker.port, tmp_path / "f.sock", uploads={
+        "enabled": True, "dir": str(store), "max_bytes": 1_000_000, "labelmap": "coco-80"})
+    edged = start(tmp_path, config, probe)
+    daemons.append(edged)
+    endpoint = f"ipc://{tmp_path / 'f.sock'}"
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"TFL3" + bytes(2000))
+    broken = client(clients, endpoint, junk, upload_from=junk)
+    assert not broken.initialize()
+    assert broken.last_reply == {"model_saved": False, "model_loaded": False}
+    assert not (store / "junk.tflite").exists()
+    # Frigate's own copy of a YOLO model, under a name edged does not serve yet.
+    mine = tmp_path / "frigate_yolo.tflite"
+    mine.write_bytes(YOLO.read_bytes())
+    uploader = client(clients, endpoint, mine, upload_from=mine, model_type="yologeneric",
+                      timeout_ms=5000)
+    assert uploader.initialize(), (uploader.last_reply, edged.log()[-3000:])
+    assert uploader.last_reply == {"model_saved": True, "model_loaded": True}
+    tensor = IMAGES[0].reshape(1, 64, 64, 3)
+    rows = uploader.detect(tensor)
+    assert rows[0, 1] > 0 and set(rows[rows[:, 1] > 0, 0]) <= {0.0, 1.0, 2.0}  # coco-80 ids
+    assert (store / "frigate_yolo.tflite").read_bytes() == YOLO.read_bytes()
+    assert edged.stop() == 0
+    again = Edged(tmp_path, config)  # the upload is served from the start now
+    daemons.append(again)
+    again.start()
+    later = client(clients, endpoint, mine, model_type="yologeneric", timeout_ms=5000)
+    assert later.initialize()  # the handshake waits in ZeroMQ until edged binds
+    assert later.last_reply == {"model_available": True, "model_loaded": True}
+    np.testing.assert_allclose(later.detect(tensor), rows)

@@ -125,3 +125,16 @@ def test_config_defaults_and_refusals() -> None:
     ok = Settings(models=models, frigate={"models": [{"model": "a"}, {"model": "b",
                                                                       "name": "b.tflite"}]})
     assert ok.served_name("a", None) == "a.tflite"
+
+
+def test_an_upload_is_refused_before_it_is_looked_at_when_it_cannot_be_kept() -> None:
+    from edged.config.frigate import UploadsConfig
+    from edged.frigate.uploads import refusal
+
+    on = UploadsConfig(enabled=True, max_bytes=2048)
+    assert refusal(UploadsConfig(), set(), "m.tflite", 10) is not None
+    assert refusal(on, set(), "m.tflite", 10) is None
+    assert "ending in .tflite" in (refusal(on, set(), "../etc/passwd", 10) or "")
+    assert "ending in .tflite" in (refusal(on, set(), ".hidden.tflite", 10) or "")
+    assert "max_bytes" in (refusal(on, set(), "m.tflite", 4096) or "")
+    assert "never replaces" in (refusal(on, {"m.tflite"}, "m.tflite", 10) or "")

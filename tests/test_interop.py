@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,14 +61,42 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c.broker}-v{c.protocol}")
-def case(request: pytest.FixtureRequest,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Case, MqttBroker]]:
+OBSERVED = sorted(BROKERS)
+"""Every broker the fixtures offer, including the variants edged cannot use before issue
+19's client work lands (``retain_available false`` refuses its retained will; with
+``max_keepalive`` below its keep-alive it is cut off): those are observed with paho only."""
+
+
+def case_id(case: Case) -> str:
+    return f"{case.broker}-v{case.protocol}"
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Callable[[str], MqttBroker]]:
+    """Each broker started once for the module (on first use) and stopped at its end."""
+    started: dict[str, MqttBroker] = {}
+
+    def get(name: str) -> MqttBroker:
+        if name not in started:
+            broker = BROKERS[name](tmp_path_factory.mktemp(name))
+            broker.start()
+            started[name] = broker
+        broker = started[name]
+        if not broker.running:  # a test that failed half-way through a restart
+            broker.start()
+        return broker
+
+    yield get
+    for broker in started.values():
+        broker.stop()
+
+
+@pytest.fixture(params=CASES, ids=case_id)
+def case(request: pytest.FixtureRequest, running: Callable[[str], MqttBroker]
+         ) -> tuple[Case, MqttBroker]:
     spec: Case = request.param
-    broker = BROKERS[spec.broker](tmp_path_factory.mktemp(spec.broker))
-    broker.start()
-    yield spec, broker
-    broker.stop()
+    return spec, running(spec.broker)
 
 
 # ---------------------------------------------------------------------------- paho peers
@@ -149,32 +177,41 @@ class Peer:
         self.client.loop_stop()
 
 
-def level_accepted(broker: MqttBroker, v5: bool) -> bool:
-    """Whether the broker takes a CONNECT at this protocol level (edged's own encoder): a
-    CONNACK with reason 0. A refusal is another code, or the socket closed."""
-    connect = packets.encode_connect(f"level-{uuid.uuid4().hex[:8]}", v5=v5, keepalive=10,
+def connack(broker: MqttBroker, v5: bool) -> packets.ConnAck | None:
+    """The broker's CONNACK to a CONNECT at this protocol level (edged's own codec, asking
+    for a keep-alive of 300 s), if it accepts it; None when it refuses (another reason code,
+    or the socket closed)."""
+    connect = packets.encode_connect(f"level-{uuid.uuid4().hex[:8]}", v5=v5, keepalive=300,
                                      clean_start=True)
+    decoder = packets.Decoder(v5)
     with socket.create_connection((broker.host, broker.port), timeout=10) as sock:
         sock.sendall(connect)
-        reply = b""
         try:
-            while len(reply) < 4:
-                chunk = sock.recv(64)
+            while True:
+                chunk = sock.recv(4096)
                 if not chunk:
-                    break
-                reply += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-    return len(reply) >= 4 and reply[0] == 0x20 and reply[3] == 0
+                    return None
+                for packet in decoder.feed(chunk):
+                    if isinstance(packet, packets.ConnAck):
+                        return packet if packet.reason == 0 else None
+        except (ConnectionResetError, TimeoutError, packets.MalformedPacket):
+            return None  # a 3.1.1 broker's answer to a level-5 CONNECT may not parse as 5
 
 
 # ---------------------------------------------------------- what the broker is, by paho
 
 
-def test_the_broker_is_what_its_fixture_says(case: tuple[Case, MqttBroker]) -> None:
-    _spec, broker = case
-    assert level_accepted(broker, v5=False), "every broker here speaks 3.1.1"
-    assert level_accepted(broker, v5=True) == ("5" in broker.versions)
+@pytest.mark.parametrize("name", OBSERVED)
+def test_the_broker_is_what_its_fixture_says(
+        name: str, running: Callable[[str], MqttBroker]) -> None:
+    broker = running(name)
+    assert connack(broker, v5=False) is not None, "every broker here speaks 3.1.1"
+    announced = connack(broker, v5=True)
+    assert (announced is not None) == ("5" in broker.versions)
+    if announced is not None:  # MQTT 5 3.2.2.3: what a client must honour
+        assert announced.maximum_qos == broker.max_qos, announced
+        assert announced.retain_available == broker.retain, announced
+        assert announced.server_keep_alive == broker.server_keep_alive, announced
     top = max(broker.versions)  # "5" > "3.1.1"
     base = f"observe/{uuid.uuid4().hex[:6]}"
 
@@ -190,9 +227,12 @@ def test_the_broker_is_what_its_fixture_says(case: tuple[Case, MqttBroker]) -> N
         assert at == (broker.max_qos if broker.name == "amqtt" else qos), delivered
     # amqtt 0.12 delivers at the subscription's QoS, not the lower of the two (MQTT-3.8.4-6).
 
-    # Retained messages reach a later subscriber, where the broker keeps them.
-    pub.publish(f"{base}/retained", b"kept", 1, retain=True)
+    # Retained messages reach a later subscriber, where the broker keeps them. (Its own
+    # publisher: a broker without retain may cut off one that sends a retained message.)
+    keeper = Peer(broker, top)
+    keeper.publish(f"{base}/retained", b"kept", 1, retain=True)
     time.sleep(1.0)
+    keeper.close()
     late = Peer(broker, top, subscriptions=((f"{base}/retained", 1),))
     time.sleep(2.0)
     kept = [g for g in late.messages() if g.retain]
@@ -202,9 +242,6 @@ def test_the_broker_is_what_its_fixture_says(case: tuple[Case, MqttBroker]) -> N
     group = [Peer(broker, top, subscriptions=((f"$share/g/{base}/shared", 1),))
              for _ in range(2)]
     time.sleep(0.5)
-    if not pub.client.is_connected():  # a broker without retain may have dropped it
-        pub.close()
-        pub = Peer(broker, top)
     for i in range(10):
         pub.publish(f"{base}/shared", str(i).encode(), 1)
     time.sleep(3.0)

@@ -60,6 +60,9 @@ class UploadsConfig(Section):
                       "models are kept (across restarts)")
     max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2 * 1024 * 1024 * 1024,
                            description="the largest model accepted")
+    labelmap: Literal["coco-91", "coco-80"] = Field(
+        "coco-91", description="Frigate's labelmap the uploaded models' class indices are "
+        "ids of (as Frigate's model.labelmap_path)")
     postprocess: Literal["detection", "yolo"] | None = Field(
         None, description="the decoder of uploaded models; unset: detection for ssd, yolo "
         "for the YOLO types (from the first request's model_type, else tried in that order)")

@@ -28,7 +28,7 @@ import zmq
 
 from edged.config.frigate import FrigateConfig, endpoint_is_local
 from edged.errors import ConfigError
-from edged.frigate import protocol
+from edged.frigate import protocol, uploads
 from edged.frigate.protocol import ZEROS, Detect, Fit, Malformed, ModelData, ModelRequest
 from edged.frigate.serve import REPLY_TOPIC, Served, decoder_fits
 from edged.mqtt.wakeup import Wakeup
@@ -59,7 +59,8 @@ class FrigateDoor:
 
     def __init__(self, config: FrigateConfig, served: Sequence[Served],
                  submit: Callable[[Inbound], None], stats: Stats,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic,
+                 on_upload: Callable[[], None] | None = None) -> None:
         self.config = config
         self._served = {s.name: s for s in served}
         self._submit = submit
@@ -78,6 +79,9 @@ class FrigateDoor:
         self._reported: set[tuple[str, str]] = set()
         self._log_rate = RateLimit(rate=1.0, burst=10.0)
         self.counts: Counter[str] = Counter()
+        self._on_upload = on_upload
+        """Asks for a reload once an upload is kept (it is served from then on)."""
+        self._uploading: threading.Thread | None = None
         self._lock = threading.Lock()  # counts: the door thread writes, snapshots read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -282,12 +286,58 @@ class FrigateDoor:
 
     def _model_data(self, sock: zmq.Socket[bytes], envelope: list[bytes],
                     request: ModelData) -> None:
-        self._count("uploads_refused")
-        log.warning("Frigate uploaded a model; uploads are off", model_name=request.name,
-                    bytes=len(request.data), served=sorted(self._served),
-                    fix="serve the model under frigate.models (name: the basename of "
-                    "Frigate's model.path), or set frigate.uploads.enabled: true")
-        self._send(sock, envelope, protocol.saved(False))
+        config = self.config.uploads
+        if not config.enabled:
+            self._count("uploads_refused")
+            log.warning("Frigate uploaded a model; uploads are off", model_name=request.name,
+                        bytes=len(request.data), served=sorted(self._served),
+                        fix="serve the model under frigate.models (name: the basename of "
+                        "Frigate's model.path), or set frigate.uploads.enabled: true with "
+                        "a dir and max_bytes")
+            self._send(sock, envelope, protocol.saved(False))
+            return
+        why = uploads.refusal(config, set(self._served), request.name, len(request.data))
+        if why is None and self._uploading is not None and self._uploading.is_alive():
+            why = "another upload is being checked; Frigate's detector will ask again"
+        if why is not None:
+            self._count("uploads_refused")
+            log.warning("Frigate upload refused", model_name=request.name, error=why)
+            self._send(sock, envelope, protocol.saved(False))
+            return
+        # The check takes a second or more: off this thread, which serves the detectors.
+        self._uploading = threading.Thread(
+            target=self._upload, args=(sock, envelope, request, None),
+            name="frigate-upload", daemon=True)
+        self._uploading.start()
+
+    def _upload(self, sock: zmq.Socket[bytes], envelope: list[bytes], request: ModelData,
+                model_type: str | None) -> None:
+        config = self.config.uploads
+        ok = False
+        try:
+            kept = uploads.keep(config, request.name, request.data, model_type)
+            log.info("Frigate upload checked and kept; serving it from the reload",
+                     model_name=kept.name, path=str(kept.path), postprocess=kept.postprocess)
+            if self._on_upload is not None:
+                self._on_upload()
+            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
+            while request.name not in self._served and time.monotonic() < end:
+                time.sleep(0.05)
+            ok = request.name in self._served
+            if not ok:
+                log.error("Frigate upload kept but not served: see the reload's log",
+                          model_name=request.name)
+        except (OSError, ValueError) as exc:
+            log.warning("Frigate upload refused: it failed the check", model_name=request.name,
+                        error=str(exc))
+        self._count("uploads_served" if ok else "uploads_refused")
+
+        def reply() -> None:
+            if ok:
+                self._remember(envelope[0], request.name)
+            self._send(sock, envelope, protocol.saved(ok))
+
+        self._wakeup.call(reply)
 
     def _remember(self, identity: bytes, name: str) -> None:
         self._peers[identity] = name

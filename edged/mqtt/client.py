@@ -61,7 +61,8 @@ class MqttClient:
     def __init__(self, config: MqttConfig, client_id: str, status_topic: str,
                  subscriptions: Sequence[str], on_message: Callable[[Inbound], None],
                  outbox: Outbox | None = None, material: Material | None = None,
-                 announce: Sequence[Outbound] = (), probe_topic: str | None = None) -> None:
+                 announce: Callable[[], Sequence[Outbound]] | None = None,
+                 probe_topic: str | None = None) -> None:
         self._config = config
         self._client_id = client_id
         self._v5 = config.protocol == "5"
@@ -78,8 +79,9 @@ class MqttClient:
         """Send a message, or queue it; never blocks (any thread). QoS 0 is dropped (and
         counted) while disconnected; QoS 1 and 2 wait in the outbox. Outgoing's own method:
         every answer goes through it, and a method here passing it on would add a frame."""
-        self.announce: list[Outbound] = list(announce)
-        """Published on every connect, after ``online`` (Home Assistant discovery)."""
+        self.announce: Callable[[], Sequence[Outbound]] = announce or tuple
+        """What to publish on every connect, after ``online`` (Home Assistant discovery):
+        asked afresh each time."""
         self.connected = threading.Event()
         self.loop_beat = time.monotonic()
         """When the MQTT thread last went round its loop (for the systemd watchdog)."""
@@ -166,9 +168,6 @@ class MqttClient:
             if added:
                 self._out.subscribe(link, added, self._config.subscribe_qos)
 
-    def set_announce(self, messages: Sequence[Outbound]) -> None:
-        self.announce = list(messages)
-
     def summary(self) -> str:
         return self.state.summary()
 
@@ -252,7 +251,7 @@ class MqttClient:
         self._out.subscribe(link, [*self._subscriptions, self._probe_topic],
                             self._config.subscribe_qos)
         self._out.send(Outbound(self._status_topic, b"online", qos=1, retain=True), None)
-        for message in self.announce:  # retained each time: the consumer may have restarted
+        for message in self.announce():  # each time: the broker may have lost retained ones
             self._out.send(message, None)
         self.connected.set()
         self.state.change("connected", host=self._config.host, port=self._config.port,

@@ -20,6 +20,7 @@ import numpy as np
 
 from edged.config.postprocess import AnchorsConfig
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -168,5 +169,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("anchors", "SSD anchor heads without the post-process op (BlazeFace, palm)",
-               _bind, uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               _bind, uses_frame=True, entity=entity.DETECTIONS)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edged.errors import ModelExecutionError
+from edged.postprocess import entity
 from edged.postprocess.base import Array, Bound, Context, Kind, Result, dequantize, label_of
 from edged.runtime.tensors import TensorSpec
 
@@ -90,4 +91,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("classification", "top-k classes of one score vector", _bind,
-               state_template="{{ value_json.result.label }}")
+               entity=entity.LABEL)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -144,5 +145,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("detection", "SSD boxes from TFLite_Detection_PostProcess", _bind,
-               uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               uses_frame=True, entity=entity.DETECTIONS)

@@ -14,6 +14,7 @@ import numpy as np
 
 from edged.config.postprocess import KeypointsConfig
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -99,5 +100,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("keypoints", "MoveNet single- and multi-pose keypoints", _bind,
-               uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               uses_frame=True, entity=entity.POSES)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 from edged.errors import ModelExecutionError
+from edged.postprocess import entity
 from edged.postprocess.base import Array, Bound, Context, Kind, Result, dequantize
 
 
@@ -28,5 +29,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("phrase", "a one-phrase detector's score, published as an event when it "
-               "crosses phrase.threshold", _bind, state_template="{{ value_json.score }}",
-               state_class="measurement")
+               "crosses phrase.threshold", _bind, entity=entity.PHRASE)

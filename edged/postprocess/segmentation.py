@@ -16,6 +16,7 @@ from PIL import Image
 from edged.config.postprocess import SegmentationConfig
 from edged.errors import ModelExecutionError
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -158,4 +159,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("segmentation", "per-class area and box of a segmentation mask", _bind,
-               uses_frame=True, state_template="{{ value_json.result.count }}")
+               uses_frame=True, entity=entity.AREAS)

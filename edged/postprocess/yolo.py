@@ -17,6 +17,7 @@ import numpy as np
 
 from edged.config.postprocess import YoloConfig
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -343,5 +344,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("yolo", "YOLO v5/v8/v11, end-to-end, Edge TPU split head and pose", _bind,
-               uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               uses_frame=True, entity=entity.DETECTIONS)

@@ -58,6 +58,8 @@ class MqttBroker(ABC):
     ``start``)."""
     shared_subscriptions: bool = False
     """``$share/GROUP/filter`` hands each message to one member of the group."""
+    server_keep_alive: int | None = None
+    """MQTT 5: the Server Keep Alive its CONNACK sets for a client that asks for more."""
     start_timeout: float = 30.0
 
     def __init__(self, workdir: Path) -> None:
@@ -115,7 +117,7 @@ class Mosquitto(MqttBroker):
         if max_keepalive is not None:
             lines.append(f"max_keepalive {max_keepalive}")
         self.max_qos, self.retain = max_qos, retain
-        self.max_keepalive = max_keepalive
+        self.server_keep_alive = max_keepalive
         # Broker(persistence=True) keeps its database in workdir, runs mosquitto as root
         # when the tests are root (as user "mosquitto" it could not write a 0700 folder of
         # root's, and every save would fail silently), and saves after every change
