@@ -29,6 +29,9 @@ out = []
 for path, kind in json.load(sys.stdin):
     try:
         if kind == "write":
+            if not os.path.isdir(path):
+                out.append("No such file or directory")
+                continue
             ok = os.access(path, os.W_OK | os.X_OK)
             out.append(None if ok else "Permission denied")
         else:
@@ -77,6 +80,14 @@ def needs(settings: Settings, config: Path) -> list[Need]:
             path = getattr(mqtt.tls, key)
             if path is not None:
                 found.append(Need(Path(path), f"mqtt.tls.{key}"))
+    frigate = settings.frigate
+    if frigate is not None:
+        for endpoint in frigate.endpoints:
+            if endpoint.startswith("ipc://"):
+                found.append(Need(Path(endpoint[len("ipc://"):]).parent,
+                                  f"frigate endpoint {endpoint}'s folder", "write"))
+        if frigate.uploads.enabled:
+            found.append(Need(frigate.uploads.dir, "frigate.uploads.dir", "write"))
     spool = settings.outbox.spool_path
     if spool is not None:
         found.append(Need(spool.parent, "outbox.spool_path's folder", "write"))
