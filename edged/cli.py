@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from edged import __version__, devices, handshake, logs, topics
+from edged import __version__, devices, handshake, inputfit, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError, ModelLoadError, RuntimeUnavailableError
 from edged.frigate import serve as frigate_serve
@@ -289,5 +289,7 @@ def _print_report(settings: Settings, loaded: Loaded) -> None:
             for link in route.chain_links]
         print(f"route    {route.name}: {route.subscribe} -> {' -> '.join(stages)} -> "
               f"{route.publish} (input {route.input.format}, deadline {route.deadline_ms} ms)")
+        for line in inputfit.warnings(route, loaded.models[route.model]):
+            print(f"warning  {line}")
     if not settings.routes:
         print("warning  no routes: edged would subscribe to nothing")
