@@ -215,9 +215,11 @@ def _service_view(settings: Settings, config: Path, unit: Path | None) -> bool:
     if found is None:
         print("note     no edged.service is installed: the files were opened as root only")
         return True
+    if unit is None and found.config and Path(found.config).resolve() != config.resolve():
+        print(f"note     {found.source} runs {found.config}, not this file: the files were "
+              "opened as root only (--unit FILE opens them as that unit's user would)")
+        return True
     print(f"service  {found.describe()}")
-    if found.config and Path(found.config).resolve() != config.resolve():
-        print(f"note     the unit runs {found.config}, not this file")
     problems = sandbox.problems(found, sandbox.needs(settings, config))
     for line in problems:
         print(f"error    {line}")
