@@ -197,4 +197,6 @@ def test_uploads_when_enabled_are_checked_served_and_kept_across_restarts(
     later = client(clients, endpoint, mine, model_type="yologeneric", timeout_ms=5000)
     assert later.initialize()  # the handshake waits in ZeroMQ until edged binds
     assert later.last_reply == {"model_available": True, "model_loaded": True}
+    # Handshakes are answered as each model is ready; frames get zeros until edged serves.
+    again.wait_online(probe, "edged/test-box/status", timeout=60)
     np.testing.assert_allclose(later.detect(tensor), rows)

@@ -34,7 +34,7 @@ from tests.support.frigate import (
 )
 from tests.support.probe import Probe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmarks"))
 from bench_frigate import drive  # type: ignore[import-not-found]
 from bench_targets import build_sim_delegate  # type: ignore[import-not-found]
 
@@ -195,3 +195,39 @@ def test_a_reload_changes_the_served_names(
     # The detector connected before the reload asked for a name no longer served: its
     # requests get zeros, not another model's boxes.
     assert not old.detect(IMAGES[0].reshape(1, 64, 64, 3)).any()
+
+
+def test_handshakes_are_answered_as_each_model_is_ready(
+        tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged],
+        delegate_libs: dict[str, Path], clients: list[FrigateClient]) -> None:
+    flag = tmp_path / "present"
+    flag.touch()
+    config = frigate_config(broker.port, tmp_path / "f.sock", models=[
+        {"model": "shapes", "labelmap": IDS},
+        {"model": "slow", "name": "slow.tflite", "labelmap": IDS}])
+    # Loaded after shapes, and slowly: each invoke of its warm-up holds 2.5 s.
+    config["models"]["slow"] = {
+        **config["models"]["shapes"], "delegate": "external", "workers": 1,
+        "library": str(delegate_libs["failing"]),
+        "options": {"flag": str(flag), "action": "slow", "hang_ms": 2500}}
+    del config["models"]["yolo"]
+    config["routes"] = [r for r in config["routes"] if r["model"] != "yolo"]
+    edged = Edged(tmp_path, config)
+    daemons.append(edged)
+    edged.start()
+    endpoint = f"ipc://{tmp_path / 'f.sock'}"
+    fast = FrigateClient(endpoint, SHAPES, timeout_ms=5000)
+    slow = FrigateClient(endpoint, "/config/slow.tflite", timeout_ms=5000)
+    clients += [fast, slow]
+    result: dict[str, bool] = {}
+    waiting = threading.Thread(target=lambda: result.update(slow=slow.initialize()))
+    waiting.start()
+    assert fast.initialize()
+    # The first model was ready while the second still loaded: edged had not started.
+    assert "edged started" not in edged.log(), edged.log()[-2000:]
+    waiting.join(40)
+    assert result == {"slow": True}, edged.log()[-3000:]
+    assert "Frigate asked for a model still loading" in edged.log()
+    probe.subscribe("edged/test-box/status")
+    edged.wait_online(probe, "edged/test-box/status", timeout=60)
+    assert fast.detect(IMAGES[0].reshape(1, 64, 64, 3))[0, 1] > 0

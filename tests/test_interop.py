@@ -62,9 +62,9 @@ CASES = [
 
 
 OBSERVED = sorted(BROKERS)
-"""Every broker the fixtures offer, including the variants edged cannot use before issue
-19's client work lands (``retain_available false`` refuses its retained will; with
-``max_keepalive`` below its keep-alive it is cut off): those are observed with paho only."""
+"""Every broker the fixtures offer, including the variants that the client work of issue 19
+is about (``retain_available false`` refuses edged's retained will today; ``max_keepalive``
+below edged's keep-alive; ``max_packet_size``): those are observed with paho only here."""
 
 
 def case_id(case: Case) -> str:
@@ -212,6 +212,7 @@ def test_the_broker_is_what_its_fixture_says(
         assert announced.maximum_qos == broker.max_qos, announced
         assert announced.retain_available == broker.retain, announced
         assert announced.server_keep_alive == broker.server_keep_alive, announced
+        assert announced.maximum_packet_size == broker.max_packet_size, announced
     top = max(broker.versions)  # "5" > "3.1.1"
     base = f"observe/{uuid.uuid4().hex[:6]}"
 

@@ -1,4 +1,4 @@
-"""scripts/build-deb.sh, tested the way a field engineer uses its package: built here,
+"""scripts/packaging/build-deb.sh, tested the way a field engineer uses its package: built here,
 installed with apt into a fresh Debian 12 root (debootstrap, from the Debian registry),
 checked inside (``edged check``, ``systemd-analyze verify``), upgraded unattended to a
 rebuilt package with a changed shipped config over a locally edited one, removed, and

@@ -58,12 +58,16 @@ class FrigateDoor:
     ``submit`` hands a message to the pipeline (the same call the MQTT thread makes)."""
 
     def __init__(self, config: FrigateConfig, served: Sequence[Served],
-                 submit: Callable[[Inbound], None], stats: Stats,
+                 submit: Callable[[Inbound], None] | None, stats: Stats,
                  clock: Clock = time.monotonic,
                  on_upload: Callable[[], None] | None = None) -> None:
         self.config = config
         self._served = {s.name: s for s in served}
         self._submit = submit
+        """The pipeline's door; None while the models still load (detections get zeros)."""
+        self._loading: set[str] = set()
+        """Names served once their model is loaded: their handshakes wait meanwhile."""
+        self._held: dict[str, list[tuple[zmq.Socket[bytes], list[bytes]]]] = {}
         self._stats = stats
         self._clock = clock
         self._context = zmq.Context()
@@ -91,7 +95,9 @@ class FrigateDoor:
     # lifecycle
 
     def bind(self) -> None:
-        """Bind every endpoint. Raises ConfigError saying which one failed and why."""
+        """Bind every endpoint (once). Raises ConfigError saying which failed and why."""
+        if self._socket is not None:
+            return
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
@@ -126,6 +132,8 @@ class FrigateDoor:
 
     def start(self) -> None:
         assert self._socket is not None, "bind first"
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._run, name="frigate", daemon=True)
         self._thread.start()
 
@@ -143,13 +151,46 @@ class FrigateDoor:
             self._socket.close(0)
         self._context.term()
 
+    def loading(self, names: Sequence[str]) -> None:
+        """Before the models load: handshakes for ``names`` wait for ``ready``, as Frigate
+        waits 30 s for its answer; other names are unknown."""
+        self._loading = set(names)
+
+    def ready(self, served: Served) -> None:
+        """A served model is loaded and checked: answer its handshakes from now on (and
+        those waiting). Its detections get zeros until the pipeline serves (``serve``)."""
+
+        def mark() -> None:
+            self._served[served.name] = served
+            self._loading.discard(served.name)
+            for sock, envelope in self._held.pop(served.name, []):
+                self._answer_handshake(sock, envelope, served)
+
+        self._call(mark)
+
+    def serve(self, submit: Callable[[Inbound], None],
+              on_upload: Callable[[], None] | None, stats: Stats) -> None:
+        """The pipeline is up: detections go to ``submit`` from now on, counted in the
+        server's ``stats``."""
+
+        def attach() -> None:
+            self._submit, self._on_upload, self._stats = submit, on_upload, stats
+
+        self._call(attach)
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the door's thread (or here, before it runs)."""
+        if self._thread is None or not self._thread.is_alive():
+            fn()
+        else:
+            self._wakeup.call(fn).wait(10.0)
+
     def update(self, config: FrigateConfig, served: Sequence[Served]) -> None:
-        """A reload: serve ``served`` with ``config`` from the next request on; endpoints
-        that changed are bound anew. Runs on the door's thread."""
+        """Serve ``served`` with ``config`` from the next request on (at start, and on a
+        reload); endpoints that changed are bound anew. Runs on the door's thread."""
 
         def swap() -> None:
-            assert self._socket is not None
-            if list(config.endpoints) != self._bound:
+            if self._socket is not None and list(config.endpoints) != self._bound:
                 for endpoint in self._bound:
                     try:
                         self._socket.unbind(endpoint)
@@ -164,11 +205,13 @@ class FrigateDoor:
             self._served = {s.name: s for s in served}
             self._fits.clear()
             self._reported.clear()
+            self._loading.clear()
+            for name, held in self._held.items():
+                for sock, envelope in held:  # a model a reload removed before it loaded
+                    self._unknown(sock, envelope, name)
+            self._held.clear()
 
-        if self._thread is None or not self._thread.is_alive():
-            swap()
-            return
-        self._wakeup.call(swap).wait(10.0)
+        self._call(swap)
 
     # the sink's side (any thread)
 
@@ -270,14 +313,27 @@ class FrigateDoor:
     def _model_request(self, sock: zmq.Socket[bytes], envelope: list[bytes],
                        request: ModelRequest) -> None:
         served = self._served.get(request.name)
-        if served is None:
-            self._count("handshake_unknown")
-            log.warning("Frigate asked for a model edged does not serve",
-                        model_name=request.name, served=sorted(self._served),
-                        fix="set frigate.models[].name to the basename of Frigate's "
-                        "model.path, or serve that model")
-            self._send(sock, envelope, protocol.handshake(False))
+        if served is None and request.name in self._loading:
+            self._count("handshakes_held")
+            log.info("Frigate asked for a model still loading; answering once it is ready",
+                     model_name=request.name, ready=sorted(self._served))
+            self._held.setdefault(request.name, []).append((sock, envelope))
             return
+        if served is None:
+            self._unknown(sock, envelope, request.name)
+            return
+        self._answer_handshake(sock, envelope, served)
+
+    def _unknown(self, sock: zmq.Socket[bytes], envelope: list[bytes], name: str) -> None:
+        self._count("handshake_unknown")
+        log.warning("Frigate asked for a model edged does not serve",
+                    model_name=name, served=sorted(self._served | dict.fromkeys(self._loading)),
+                    fix="set frigate.models[].name to the basename of Frigate's "
+                    "model.path, or serve that model")
+        self._send(sock, envelope, protocol.handshake(False))
+
+    def _answer_handshake(self, sock: zmq.Socket[bytes], envelope: list[bytes],
+                          served: Served) -> None:
         self._remember(envelope[0], served.name)
         self._count("handshakes")
         log.info("Frigate detector connected", model_name=served.name,
@@ -405,6 +461,9 @@ class FrigateDoor:
         if isinstance(how, str):
             self._mismatch(served, f"input:{request.shape}:{request.dtype.name}", how)
             self._zeros(sock, envelope, "mismatch", served)
+            return
+        if self._submit is None:  # the models still load: nothing can run yet
+            self._zeros(sock, envelope, "loading", served)
             return
         if len(self._pending) >= self.config.max_pending:
             self._zeros(sock, envelope, "overload", served)

@@ -6,7 +6,7 @@ tests/test_interop.py checks every claim made here against the broker itself.
 
 - mosquitto (Debian's, 2.0.11) through tests/support/broker.py's ``Broker``, in the variants
   that announce what cloud brokers announce: ``max_qos 1``, ``retain_available false``,
-  ``max_keepalive N``, and persistence.
+  ``max_keepalive N``, ``max_packet_size N``, and persistence.
 - NATS's MQTT server (``nats-server``, Debian): MQTT 3.1.1 only, QoS 2 resets the connection;
   sessions live in JetStream, on disk.
 - RabbitMQ's MQTT plugin (``rabbitmq-server``, Debian, 3.10): a private node of its own
@@ -60,6 +60,8 @@ class MqttBroker(ABC):
     """``$share/GROUP/filter`` hands each message to one member of the group."""
     server_keep_alive: int | None = None
     """MQTT 5: the Server Keep Alive its CONNACK sets for a client that asks for more."""
+    max_packet_size: int | None = None
+    """MQTT 5: the Maximum Packet Size its CONNACK announces (None: no limit announced)."""
     start_timeout: float = 30.0
 
     def __init__(self, workdir: Path) -> None:
@@ -107,7 +109,7 @@ class Mosquitto(MqttBroker):
 
     def __init__(self, workdir: Path, *, persistence: bool = False, max_qos: int = 2,
                  retain: bool = True, max_keepalive: int | None = None,
-                 extra: Sequence[str] = ()) -> None:
+                 max_packet_size: int | None = None, extra: Sequence[str] = ()) -> None:
         super().__init__(workdir)
         lines = list(extra)
         if max_qos < 2:
@@ -116,6 +118,9 @@ class Mosquitto(MqttBroker):
             lines.append("retain_available false")
         if max_keepalive is not None:
             lines.append(f"max_keepalive {max_keepalive}")
+        if max_packet_size is not None:
+            lines.append(f"max_packet_size {max_packet_size}")
+        self.max_packet_size = max_packet_size
         self.max_qos, self.retain = max_qos, retain
         self.server_keep_alive = max_keepalive
         # Broker(persistence=True) keeps its database in workdir, runs mosquitto as root
@@ -352,6 +357,7 @@ BROKERS: dict[str, Callable[[Path], MqttBroker]] = {
     "mosquitto-max-qos-1": lambda w: Mosquitto(w, max_qos=1),
     "mosquitto-no-retain": lambda w: Mosquitto(w, retain=False),
     "mosquitto-max-keepalive": lambda w: Mosquitto(w, max_keepalive=10),
+    "mosquitto-max-packet": lambda w: Mosquitto(w, max_packet_size=4096),
     "nats": Nats,
     "rabbitmq": RabbitMq,
     "amqtt": Amqtt,

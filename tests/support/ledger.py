@@ -97,9 +97,11 @@ class Ledger:
         return range(self.marks[first], self.marks[last])
 
     def figures(self, fault: str) -> str:
+        refusals = [r for r in self.replies if r.reason in TIME_REASONS]
+        stale = sum(1 for r in refusals if (r.left_ms or 0.0) <= 0)
         line = (f"{fault}: sent {self.sent}, answered {len(self.answered)}, dropped for "
-                f"deadline {len(self.dropped)}, other errors {len(self.errors)}, "
-                f"lost {self.lost}")
+                f"deadline {len(self.dropped)} ({stale} of {len(refusals)} refusals past "
+                f"the deadline when read), other errors {len(self.errors)}, lost {self.lost}")
         FIGURES.append(line)
         print(line)
         return line

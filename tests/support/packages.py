@@ -1,4 +1,4 @@
-"""The .deb as scripts/build-deb.sh makes it, built once per test session for the tests
+"""The .deb as scripts/packaging/build-deb.sh makes it, built once per test session for the tests
 that install it (tests/test_package.py in a chroot, tests/test_service.py under a booted
 systemd): the package as it is, and a rebuilt one of a higher version whose shipped
 example config differs."""
@@ -16,7 +16,8 @@ SHIPPED_CHANGE = ("stats_interval_s: 30\n", "stats_interval_s: 15\n")
 
 
 def build(out: Path, *args: str) -> Path:
-    done = subprocess.run([str(REPO / "scripts/build-deb.sh"), "--out", str(out), *args],
+    done = subprocess.run([str(REPO / "scripts/packaging/build-deb.sh"), "--out", str(out),
+                           *args],
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return Path(done.stdout.strip().splitlines()[-1])

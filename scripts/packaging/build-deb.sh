@@ -2,7 +2,7 @@
 # Build dist/edged_<version>_<arch>.deb for this machine's architecture and Python, to
 # install on a Debian-based box with `apt install ./edged_<version>_<arch>.deb`:
 #
-#   scripts/build-deb.sh [--version V] [--config FILE] [--out DIR]
+#   scripts/packaging/build-deb.sh [--version V] [--config FILE] [--out DIR]
 #
 #   --version V     the package's version (default: pyproject.toml's)
 #   --config FILE   ship FILE as the example config (default: systemd/edged.yaml)
@@ -24,7 +24,7 @@
 # edged reports VERSION as its own (`edged --version`, the logs).
 # Needs dpkg-deb and python3-venv (scripts/setup.sh installs it).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 REPO=$PWD
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
@@ -83,8 +83,8 @@ License: Apache-2.0 (/usr/share/common-licenses/Apache-2.0). The wheels in
 /opt/edged/wheels keep their own licenses in their metadata.
 EOF
 
-install -m 0755 "$REPO/scripts/deb/postinst" "$REPO/scripts/deb/prerm" \
-    "$REPO/scripts/deb/postrm" "$ROOT/DEBIAN/"
+install -m 0755 "$REPO/scripts/packaging/deb/postinst" "$REPO/scripts/packaging/deb/prerm" \
+    "$REPO/scripts/packaging/deb/postrm" "$ROOT/DEBIAN/"
 cat > "$ROOT/DEBIAN/control" <<EOF
 Package: edged
 Version: $VERSION
