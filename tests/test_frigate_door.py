@@ -23,6 +23,7 @@ from tests.support.frigate import (
     frigate_config,
     start,
     stats,
+    status_topic,
 )
 from tests.support.probe import Probe
 
@@ -170,6 +171,7 @@ def test_uploads_when_enabled_are_checked_served_and_kept_across_restarts(
     store = tmp_path / "uploads"
     config = frigate_config(broker.port, tmp_path / "f.sock", uploads={
         "enabled": True, "dir": str(store), "max_bytes": 1_000_000, "labelmap": "coco-80"})
+    config["device_id"] = "upload-box"  # the module's edged runs beside this one
     edged = start(tmp_path, config, probe)
     daemons.append(edged)
     endpoint = f"ipc://{tmp_path / 'f.sock'}"
@@ -198,5 +200,5 @@ def test_uploads_when_enabled_are_checked_served_and_kept_across_restarts(
     assert later.initialize()  # the handshake waits in ZeroMQ until edged binds
     assert later.last_reply == {"model_available": True, "model_loaded": True}
     # Handshakes are answered as each model is ready; frames get zeros until edged serves.
-    again.wait_online(probe, "edged/test-box/status", timeout=60)
+    again.wait_online(probe, status_topic(config), timeout=60)
     np.testing.assert_allclose(later.detect(tensor), rows)

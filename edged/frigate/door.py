@@ -374,9 +374,11 @@ class FrigateDoor:
             kept = uploads.keep(config, request.name, request.data, model_type)
             log.info("Frigate upload checked and kept; serving it from the reload",
                      model_name=kept.name, path=str(kept.path), postprocess=kept.postprocess)
+            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
+            while self._on_upload is None and time.monotonic() < end:
+                time.sleep(0.05)  # uploaded while edged still loads: reload once it serves
             if self._on_upload is not None:
                 self._on_upload()
-            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
             while request.name not in self._served and time.monotonic() < end:
                 time.sleep(0.05)
             ok = request.name in self._served
