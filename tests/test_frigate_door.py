@@ -4,12 +4,15 @@ as Frigate's zmq plugin does (tests/support/frigate.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.support.broker import Broker
 from tests.support.daemon import Edged
@@ -202,3 +205,31 @@ def test_uploads_when_enabled_are_checked_served_and_kept_across_restarts(
     # Handshakes are answered as each model is ready; frames get zeros until edged serves.
     again.wait_online(probe, status_topic(config), timeout=60)
     np.testing.assert_allclose(later.detect(tensor), rows)
+
+
+def check(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "edged.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "edged", "check", "--no-broker",
+                           "--config", str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_check_shows_what_the_door_serves_and_refuses_what_cannot_work(
+        tmp_path: Path) -> None:
+    config = frigate_config(1883, tmp_path / "f.sock")
+    done = check(tmp_path, config)
+    assert done.returncode == 0, done.stderr
+    assert "frigate  shapes_detect_int8.tflite: shapes (detection, input " in done.stdout
+    assert "frigate  yolo.tflite: yolo (yolo, input " in done.stdout
+    assert "3 classes with Frigate ids, threshold 0.4, model_type yologeneric" in done.stdout
+    config["frigate"]["models"][0]["model_type"] = "yologeneric"
+    done = check(tmp_path, config)
+    assert done.returncode != 0
+    assert ("Frigate model_type yologeneric needs postprocess yolo; the model's postprocess "
+            "is detection") in done.stderr
+    config["frigate"]["models"][0].update(model_type="rfdetr")
+    assert "needs a decoder edged does not have" in check(tmp_path, config).stderr
+    config["frigate"]["models"][0].update(model_type=None, labelmap="coco-80")
+    done = check(tmp_path, config)
+    assert "none of the model's classes (circle, square, triangle) has an id" in done.stderr

@@ -11,10 +11,12 @@ its own, so one slow request holds up no other detector's.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
 import math
+import os
 import queue
 import threading
 import time
@@ -254,6 +256,11 @@ class FrigateDoor:
             except zmq.ZMQError as exc:  # e.g. EINTR
                 log.debug("poll", error=str(exc))
                 ready = {}
+            if ready.get(self._wakeup.fd):
+                # Drained whenever it is readable: a wake-up written just after ``woke``
+                # looked would otherwise leave a byte that makes every poll return at once.
+                with contextlib.suppress(OSError):
+                    os.read(self._wakeup.fd, 4096)
             self._wakeup.woke()
             try:
                 if ready.get(sock):
