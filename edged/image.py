@@ -2,8 +2,8 @@
 normalise. Quantization to the model's input type is left to ``edged.preprocess``.
 
 JPEG is decoded with simplejpeg (libjpeg-turbo), which measured fastest
-(``scripts/bench_decode.py``) and can let libjpeg decode at 1/2, 1/4 or 1/8 scale when the
-model's input is much smaller than the frame. PNG, and JPEGs simplejpeg cannot handle
+(``scripts/benchmarks/bench_decode.py``) and can let libjpeg decode at 1/2, 1/4 or 1/8
+scale when the model's input is much smaller than the frame. PNG, and JPEGs simplejpeg cannot handle
 (CMYK, arithmetic coding), go through Pillow, which also does the resizing: its filters
 antialias when they shrink, so fine detail does not alias into the model's input.
 """

@@ -34,7 +34,7 @@ from tests.support.frigate import (
 )
 from tests.support.probe import Probe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmarks"))
 from bench_frigate import drive  # type: ignore[import-not-found]
 from bench_targets import build_sim_delegate  # type: ignore[import-not-found]
 

@@ -3,11 +3,13 @@ every third-party model the tests use, served by one real edged through a real m
 answers black, white, grey and noise frames, a single pixel, the largest frame its
 route's ``max_pixels`` allows and strips far from its aspect, with a result of its
 documented shape: never an error, and never ``internal_error``. A frame one row over the
-limit is ``bad_input``. The models without image input get their own extremes.
+limit is ``bad_input``. The models without image input (vibration, and openWakeWord's
+melspectrogram, embedding and classifiers) get their own extremes: silence, full scale,
+noise.
 
 Where a model has an independent reference, the answers match it: MediaPipe's own
 pipelines (BlazeFace, the palm detector, selfie segmentation; recorded in
-tests/data/mediapipe_goldens.json by scripts/reference_goldens.py from the same pixels)
+tests/data/mediapipe_goldens.json by scripts/models/reference_goldens.py from the same pixels)
 find nothing in any of these frames, and neither may edged; edgefirst-decoder decodes the
 bundled v8-layout YOLO's outputs for each frame, and edged's count is its count.
 """
@@ -84,6 +86,10 @@ def models() -> dict[str, Any]:
         "people_png": {"path": str(CACHE / "selfie_segmentation.tflite"),
                        "postprocess": "segmentation", "segmentation": {"mask": "png"}},
         "jarvis": {"path": str(WAKE / "hey_jarvis_v0.1.tflite"), "postprocess": "phrase"},
+        "timer": {"path": str(WAKE / "timer_v0.1.tflite"), "postprocess": "classification"},
+        "mel": {"path": str(WAKE / "melspectrogram.tflite"), "input_shape": [1, 1760],
+                "postprocess": "raw"},
+        "embedding": {"path": str(WAKE / "embedding_model.tflite"), "postprocess": "raw"},
     }
 
 
@@ -115,11 +121,13 @@ def routes() -> list[dict[str, Any]]:
         if name == "chain":
             route["chain"] = ["head"]
         out.append(route)
-    out.append({"name": "vibration", "subscribe": "hard/vibration", "model": "vibration",
-                "input": {"format": "raw"}, "deadline_ms": 120_000})
-    out.append({"name": "jarvis", "subscribe": "hard/jarvis", "model": "jarvis",
-                "input": {"format": "raw"}, "deadline_ms": 120_000})
+    for name in RAW_ROUTES:
+        out.append({"name": name, "subscribe": f"hard/{name}", "model": name,
+                    "input": {"format": "raw"}, "deadline_ms": 120_000})
     return out
+
+
+RAW_ROUTES = ("vibration", "jarvis", "timer", "mel", "embedding")
 
 
 def postprocess_of(route: str) -> str:
@@ -137,8 +145,20 @@ def raw_inputs() -> dict[str, list[tuple[str, bytes]]]:
               ("large", np.full((16, 96), 1e30, np.float32)),
               ("negative", np.full((16, 96), -1e30, np.float32)),
               ("noise", rng.normal(0, 10, (16, 96)).astype(np.float32))]
-    return {"vibration": [(n, a.tobytes()) for n, a in vib],
-            "jarvis": [(n, a.tobytes()) for n, a in jarvis]}
+    timer = [("zeros", np.zeros((34, 96), np.float32)),
+             ("large", np.full((34, 96), 1e30, np.float32)),
+             ("noise", rng.normal(0, 10, (34, 96)).astype(np.float32))]
+    mel = [("silence", np.zeros(1760, np.float32)),  # int16 sample values, as float32
+           ("full scale", np.full(1760, 32767.0, np.float32)),
+           ("clipped square", np.where(np.arange(1760) % 40 < 20, 32767.0, -32768.0)
+            .astype(np.float32)),
+           ("noise", rng.uniform(-32768, 32767, 1760).astype(np.float32))]
+    embedding = [("zeros", np.zeros((76, 32), np.float32)),
+                 ("large", np.full((76, 32), 1e3, np.float32)),
+                 ("noise", rng.normal(0, 10, (76, 32)).astype(np.float32))]
+    inputs: dict[str, list[tuple[str, np.ndarray[Any, Any]]]] = {
+        "vibration": vib, "jarvis": jarvis, "timer": timer, "mel": mel, "embedding": embedding}
+    return {route: [(n, a.tobytes()) for n, a in arrays] for route, arrays in inputs.items()}
 
 
 def edgefirst_count(pixels: np.ndarray[Any, Any]) -> int:
@@ -245,14 +265,21 @@ def test_every_model_answers_every_hard_frame(
     assert not unexpected, unexpected  # every other frame has an answer, not an error
 
     for (route, frame), body in answers.items():
-        if route in ("vibration", "jarvis") or frame == "over the limit":
+        if route in RAW_ROUTES or frame == "over the limit":
             continue
         check_result(route, frame, body["result"])
-    for (route, _), body in answers.items():
+    for (route, frame), body in answers.items():
+        if frame == "over the limit":
+            continue
+        result = body["result"]
         if route == "vibration":
-            assert body["result"]["state"] in ("normal", "anomalous")
+            assert result["state"] in ("normal", "anomalous")
         if route == "jarvis":
-            assert 0.0 <= body["result"]["score"] <= 1.0, body
+            assert 0.0 <= result["score"] <= 1.0, body
+        if route == "timer":
+            assert set(result) == RESULT_KEYS["classification"]
+        if route in ("mel", "embedding"):
+            assert set(result) == RESULT_KEYS["raw"] and len(result["outputs"]) == 1
 
     for route in [r for r, _, _, _ in IMAGE_ROUTES] + list(raw_inputs()):
         seen = {f: b["result"] if "result" in b else b["error"]

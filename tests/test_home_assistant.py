@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from tests.support.audio import (
@@ -244,7 +246,7 @@ def test_every_template_renders_against_real_results_of_every_decoder(
 ) -> None:
     require_tools()
     if not (THIRD / "selfie_segmentation.tflite").exists():
-        pytest.skip("third-party models missing (scripts/fetch_models.sh fetches them)")
+        pytest.skip("third-party models missing (scripts/models/fetch_models.sh fetches them)")
     device = "ha-decoders"
     start(tmp_path, decoders_config(broker.port, device), probe, daemons)
     probe.subscribe(f"edged/{device}/ha/#")  # events are not retained: listen first
@@ -301,3 +303,37 @@ def test_every_template_renders_against_real_results_of_every_decoder(
                            f"{attributes_of(c, states[c['state_topic']])}"
                            for r, c in by_route.items() if r != "wake")
           + f"\nwake: event {body}")
+
+
+def test_a_reload_and_a_restart_remove_the_entities_of_a_removed_route(
+    tmp_path: Path, private_broker: Broker, daemons: list[Edged]
+) -> None:
+    private_broker.start()
+    port, device = private_broker.port, "ha-reload"
+    probe = Probe(port)
+    try:
+        data = config(port, device)
+        data["routes"].append({**data["routes"][0], "name": "spare",
+                               "subscribe": "spares/+/frame"})
+        edged = start(tmp_path, data, probe, daemons)
+        ask(probe, "sensors/a/frame", frame(0), "replies/a")
+        ask(probe, "spares/b/frame", frame(1), "replies/b")
+        node = f"homeassistant/sensor/{device}"
+        wait_for(port, f"{node}/+/config", lambda f: len(f) == 2)
+        # The reload takes the route spare away: its entity and its state go with it.
+        data["routes"] = data["routes"][:1]
+        edged.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        assert edged.proc is not None
+        edged.proc.send_signal(signal.SIGHUP)
+        found = wait_for(port, f"{node}/+/config", lambda f: len(f) == 1)
+        assert list(found) == [f"{node}/cam_a/config"]
+        assert retained(port, f"edged/{device}/ha/spare/#") == {}
+        edged.stop()
+        # While edged is stopped the route cam goes as well: the next start removes it.
+        data["routes"][0].update(name="other", subscribe="others/+/frame")
+        start(tmp_path / "again", data, probe, daemons)
+        gone = wait_for(port, f"{node}/+/config", lambda f: not f)
+        assert gone == {}
+        assert retained(port, f"edged/{device}/ha/cam/#") == {}
+    finally:
+        probe.close()

@@ -205,6 +205,8 @@ def frame_detections(
     """Detections (already best first) as result entries in the frame as sent: a letterbox
     or crop is undone, boxes are clipped to the frame, and one that lay wholly in a
     letterbox bar is dropped. ``points`` [N, K, 2 or 3] (y, x[, score]) go along."""
+    if not len(boxes):  # the common frame: nothing there
+        return []
     kept = geometry.to_frame(boxes) if geometry is not None else np.clip(boxes, 0.0, 1.0)
     kept = kept.reshape(-1, 4)
     finite = finite_rows(kept)

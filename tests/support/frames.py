@@ -1,7 +1,7 @@
 """The frames that have nothing in them, or nothing a model expects (issue 20): blank
 ones, noise, a single pixel, the largest frame a route's ``max_pixels`` allows, and
 strips far from any model's aspect. The end-to-end test sends them through mosquitto;
-scripts/reference_goldens.py records what MediaPipe's own pipelines find in the same
+scripts/models/reference_goldens.py records what MediaPipe's own pipelines find in the same
 pixels (tests/data/mediapipe_goldens.json, ``hard_frames``). Only NumPy and Pillow here:
 the reference script imports this module from a MediaPipe environment of its own."""
 

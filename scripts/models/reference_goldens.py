@@ -8,10 +8,10 @@ MediaPipe 0.10.14 pins protobuf<5 and brings jax and OpenCV, so it runs in a thr
 environment of its own, never edged's (development only):
 
     python3 -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.14 pillow
-    scripts/fetch_models.sh
-    /tmp/mp/bin/python scripts/reference_goldens.py
+    scripts/models/fetch_models.sh
+    /tmp/mp/bin/python scripts/models/reference_goldens.py
 
-The models are the ones scripts/fetch_models.sh unzips from the same wheel, and the legacy
+The models are the ones scripts/models/fetch_models.sh unzips from the same wheel, and the legacy
 solutions run them with MediaPipe's graphs (anchors, decoding, weighted NMS, letterbox
 removal; segmentation resize), which edged reimplements: the reference is independent.
 """
@@ -29,7 +29,7 @@ from mediapipe.python.solution_base import SolutionBase
 from mediapipe.python.solutions import hands
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # tests.support.frames: NumPy and Pillow only
 
 from tests.support.frames import hard_frames  # noqa: E402

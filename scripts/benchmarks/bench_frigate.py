@@ -7,11 +7,11 @@ How to run (after scripts/setup.sh; it starts its own mosquitto on a free loopba
 since edged always keeps its MQTT connection, and edged with a Frigate door on an ipc
 socket in a temporary folder):
 
-  # the simulated 4 ms accelerator (scripts/sim_delegate.c), 1 worker, two detectors
+  # the simulated 4 ms accelerator (scripts/benchmarks/sim_delegate.c), 1 worker, two detectors
   # offering 2x its capacity (250/s each), Frigate's default 200 ms timeout
-  .venv/bin/python scripts/bench_frigate.py --accelerator sim:4 --clients 2 --load 2
+  .venv/bin/python scripts/benchmarks/bench_frigate.py --accelerator sim:4 --clients 2 --load 2
   # the bundled SSD detector on the CPU (real boxes), the same two detectors
-  .venv/bin/python scripts/bench_frigate.py --clients 2 --load 2
+  .venv/bin/python scripts/benchmarks/bench_frigate.py --clients 2 --load 2
 
 Each client behaves as Frigate's plugin does (tests/support/frigate.py): a REQ socket with
 send and receive timeouts, one request in flight, a reset and a new handshake after a
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_targets import Accelerator, build_sim_delegate  # noqa: E402
 
 from tests.support.broker import Broker  # noqa: E402
