@@ -233,3 +233,27 @@ def test_check_shows_what_the_door_serves_and_refuses_what_cannot_work(
     config["frigate"]["models"][0].update(model_type=None, labelmap="coco-80")
     done = check(tmp_path, config)
     assert "none of the model's classes (circle, square, triangle) has an id" in done.stderr
+
+
+def test_a_detector_without_a_handshake_is_placed_by_its_frame_or_made_to_ask(
+        served: tuple[Edged, str], clients: list[FrigateClient]) -> None:
+    """As after a restart of edged under a running Frigate: its REQ socket reconnects by
+    itself and sends frames to an edged that never heard its handshake."""
+    _, endpoint = served
+    tensor = IMAGES[0].reshape(1, 64, 64, 3)
+    reference = client(clients, endpoint, "/config/yolo.tflite", model_type="yologeneric",
+                       timeout_ms=5000)
+    assert reference.initialize()
+    want = reference.detect(tensor)
+    typed = client(clients, endpoint, "/config/yolo.tflite", model_type="yologeneric",
+                   timeout_ms=5000)
+    typed.ready = True  # no handshake: the frame's type names the one model it fits
+    np.testing.assert_allclose(typed.detect(tensor), want)
+    assert typed.counts.resets == 0
+    # Both served models take this frame: no answer, so the detector resets and asks.
+    untyped = client(clients, endpoint, SHAPES, timeout_ms=500)
+    untyped.ready = True
+    header = {"shape": [1, 64, 64, 3], "dtype": "uint8"}
+    assert not untyped.detect(tensor, header=header).any()
+    assert untyped.counts.resets == 1 and untyped.ready  # its new handshake went through
+    assert untyped.detect(tensor)[0, 1] > 0
