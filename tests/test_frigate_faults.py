@@ -117,15 +117,17 @@ def test_detections_go_on_from_the_cpu_when_the_accelerator_fails(
 
 def test_detectors_recover_after_one_reset_when_edged_restarts(
         tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged]) -> None:
-    # A generous timeout and guard: what is tested is the recovery, not the speed.
-    config = frigate_config(broker.port, tmp_path / "f.sock", request_timeout_ms=1000,
-                            reply_guard_ms=200)
+    # A new edged takes longer than the timeout to bind (Python and its imports start
+    # in well over 300 ms), so the frame in flight at the restart times out: one reset,
+    # then the handshake waits in ZeroMQ until the new edged answers it.
+    config = frigate_config(broker.port, tmp_path / "f.sock", request_timeout_ms=300,
+                            reply_guard_ms=60)
     first = start(tmp_path, config, probe)
     daemons.append(first)
     endpoint = f"ipc://{tmp_path / 'f.sock'}"
-    made = [FrigateClient(endpoint, SHAPES, timeout_ms=1000),
+    made = [FrigateClient(endpoint, SHAPES, timeout_ms=300),
             FrigateClient(endpoint, "/config/yolo.tflite", model_type="yologeneric",
-                          timeout_ms=1000)]
+                          timeout_ms=300)]
     for c in made:
         assert c.initialize()
     want = IMAGES[0].reshape(1, 64, 64, 3)
