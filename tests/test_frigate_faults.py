@@ -5,6 +5,7 @@ what follows from the scenario (no client timed out, each recovered after one re
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -233,3 +234,35 @@ def test_handshakes_are_answered_as_each_model_is_ready(
     probe.subscribe("edged/test-box/status")
     edged.wait_online(probe, "edged/test-box/status", timeout=60)
     assert fast.detect(IMAGES[0].reshape(1, 64, 64, 3))[0, 1] > 0
+
+
+def test_sigterm_finishes_the_frames_in_flight(
+        tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged],
+        clients: list[FrigateClient]) -> None:
+    accel = build_sim_delegate(tmp_path, "sim:400")  # each invoke holds 400 ms
+    config = frigate_config(broker.port, tmp_path / "f.sock", request_timeout_ms=5000,
+                            models=[{"model": "shapes", "labelmap": IDS}])
+    config["models"]["shapes"].update(delegate="external", library=str(accel.library),
+                                      options=accel.options, workers=1)
+    edged = start(tmp_path, config, probe)
+    daemons.append(edged)
+    frigate = FrigateClient(f"ipc://{tmp_path / 'f.sock'}", SHAPES, timeout_ms=5000)
+    clients.append(frigate)
+    assert frigate.initialize()
+    done = threading.Event()
+
+    def ask() -> None:
+        frigate.detect(IMAGES[0].reshape(1, 64, 64, 3))
+        done.set()
+
+    waiting = threading.Thread(target=ask)
+    waiting.start()
+    end = time.monotonic() + 10
+    while stats(probe)["frigate"]["pending"] == 0:  # the frame is in edged now
+        assert time.monotonic() < end
+    assert edged.stop() == 0
+    waiting.join(10)
+    assert done.is_set() and frigate.counts.timeouts == 0
+    stopped = [json.loads(line) for line in edged.log().splitlines()
+               if '"stopped"' in line and '"succeeded"' in line]
+    assert stopped and stopped[-1]["succeeded"] == 1, edged.log()[-2000:]
