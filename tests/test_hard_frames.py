@@ -1,7 +1,8 @@
 """Frames with nothing in them are the common case (issue 20). Every bundled model and
 every third-party model the tests use, served by one real edged through a real mosquitto,
 answers black, white, grey and noise frames, a single pixel, the largest frame its
-route's ``max_pixels`` allows and strips far from its aspect, with a result of its
+route's ``max_pixels`` allows (12 megapixels; and the default, 40, on one model) and
+strips far from its aspect, with a result of its
 documented shape: never an error, and never ``internal_error``. A frame one row over the
 limit is ``bad_input``. The models without image input (vibration, and openWakeWord's
 melspectrogram, embedding and classifiers) get their own extremes: silence, full scale,
@@ -41,6 +42,7 @@ WAKE = REPO / ".cache" / "models" / "openwakeword"
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "mediapipe_goldens.json").read_text())["hard_frames"]
 MAX_PIXELS = LARGEST[0] * LARGEST[1]
+DEFAULT_MAX_PIXELS = int(InputConfig.model_fields["max_pixels"].default)
 
 BOXES = {"count", "detections"}
 RESULT_KEYS = {  # the documented shape of each decoder's result (README)
@@ -121,6 +123,11 @@ def routes() -> list[dict[str, Any]]:
         if name == "chain":
             route["chain"] = ["head"]
         out.append(route)
+    # The largest frame edged takes by default, on one model (it is 40 megapixels: a few
+    # seconds to encode here and to decode in edged).
+    out.append({"name": "faces_default", "subscribe": "hard/faces_default", "model": "faces",
+                "input": {"format": "image", "resize": "letterbox", "mean": [0.5],
+                          "std": [0.5]}, "deadline_ms": 120_000})
     for name in RAW_ROUTES:
         out.append({"name": name, "subscribe": f"hard/{name}", "model": name,
                     "input": {"format": "raw"}, "deadline_ms": 120_000})
@@ -246,6 +253,9 @@ def test_every_model_answers_every_hard_frame(
     for route, inputs in raw_inputs().items():
         for tag, payload in inputs:
             send(route, tag, payload)
+    width = 8000
+    send("faces_default", "default largest",
+         png(np.full((DEFAULT_MAX_PIXELS // width, width, 3), 128, np.uint8)))
     replies = probe.collect(len(sent), 600, topic="replies/hard")
     answers: dict[tuple[str, str], dict[str, Any]] = {}
     for reply in replies:
@@ -267,6 +277,8 @@ def test_every_model_answers_every_hard_frame(
     for (route, frame), body in answers.items():
         if route in RAW_ROUTES or frame == "over the limit":
             continue
+        if route == "faces_default":
+            continue  # checked below
         check_result(route, frame, body["result"])
     for (route, frame), body in answers.items():
         if frame == "over the limit":
@@ -280,6 +292,9 @@ def test_every_model_answers_every_hard_frame(
             assert set(result) == RESULT_KEYS["classification"]
         if route in ("mel", "embedding"):
             assert set(result) == RESULT_KEYS["raw"] and len(result["outputs"]) == 1
+    # 8000x5000 grey, the default max_pixels exactly: as the grey frames, no face.
+    assert answers[("faces_default", "default largest")]["result"] == {
+        "count": 0, "detections": []}
 
     for route in [r for r, _, _, _ in IMAGE_ROUTES] + list(raw_inputs()):
         seen = {f: b["result"] if "result" in b else b["error"]

@@ -337,3 +337,24 @@ def test_a_reload_and_a_restart_remove_the_entities_of_a_removed_route(
         assert retained(port, f"edged/{device}/ha/cam/#") == {}
     finally:
         probe.close()
+
+
+def test_a_broker_that_lost_everything_gets_every_config_and_state_again(
+    tmp_path: Path, private_broker: Broker, daemons: list[Edged]
+) -> None:
+    private_broker.start()  # no persistence: a restart loses every retained message
+    port, device = private_broker.port, "ha-broker"
+    probe = Probe(port)
+    try:
+        start(tmp_path, config(port, device), probe, daemons)
+        answer = ask(probe, "sensors/c/frame", frame(2), "replies/c")
+    finally:
+        probe.close()
+    state_topic = f"edged/{device}/ha/cam/c"
+    wait_for(port, state_topic, lambda f: state_topic in f)
+    private_broker.stop()
+    private_broker.start()
+    # edged reconnects and publishes every config and the state it holds, retained.
+    found = wait_for(port, "#", lambda f: state_topic in f, timeout=30)
+    assert f"homeassistant/sensor/{device}/cam_c/config" in found
+    assert found[state_topic]["result"]["label"] == answer["result"]["label"]
