@@ -21,7 +21,7 @@ import yaml
 from edged.config import ModelConfig
 from edged.postprocess import registry
 from edged.runtime import Session, load_model, select_backend
-from tests.support.broker import Broker
+from tests.support.broker import Broker, free_port
 from tests.support.daemon import MODELS, Edged
 from tests.support.frigate import (
     IDS,
@@ -198,6 +198,31 @@ def test_a_reload_changes_the_served_names(
     # The detector connected before the reload asked for a name no longer served: its
     # requests get zeros, not another model's boxes.
     assert not old.detect(IMAGES[0].reshape(1, 64, 64, 3)).any()
+
+
+def test_a_reload_moves_the_door_to_another_endpoint(
+        tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged],
+        clients: list[FrigateClient]) -> None:
+    config = frigate_config(broker.port, tmp_path / "f.sock")
+    edged = start(tmp_path, config, probe)
+    daemons.append(edged)
+    tcp = f"tcp://127.0.0.1:{free_port()}"
+    moved: dict[str, Any] = {**config, "frigate": {**config["frigate"], "endpoints": [tcp]}}
+    edged.config_path.write_text(yaml.safe_dump(moved, sort_keys=False))
+    assert edged.proc is not None
+    edged.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 30
+    while '"reloaded"' not in edged.log():
+        assert time.monotonic() < end, edged.log()
+        time.sleep(0.1)
+    there = FrigateClient(tcp, SHAPES, timeout_ms=5000)
+    clients.append(there)
+    assert there.initialize()
+    assert there.detect(IMAGES[0].reshape(1, 64, 64, 3))[0, 1] > 0
+    gone = FrigateClient(f"ipc://{tmp_path / 'f.sock'}", SHAPES, timeout_ms=5000,
+                         handshake_timeout_ms=1000)
+    clients.append(gone)
+    assert not gone.initialize()  # nothing listens there any more
 
 
 def test_handshakes_are_answered_as_each_model_is_ready(
