@@ -362,3 +362,27 @@ def test_a_broker_that_lost_everything_gets_every_config_and_state_again(
     found = wait_for(port, "#", lambda f: state_topic in f, timeout=30)
     assert f"homeassistant/sensor/{device}/cam_c/config" in found
     assert found[state_topic]["result"]["label"] == answer["result"]["label"]
+
+
+def test_an_upgrade_replaces_an_older_edgeds_config_instead_of_removing_it(
+    tmp_path: Path, private_broker: Broker, daemons: list[Edged]
+) -> None:
+    private_broker.start()
+    port, device = private_broker.port, "ha-upgrade"
+    topic = f"homeassistant/sensor/{device}/cam/config"
+    probe = Probe(port)
+    try:
+        # What edged published before entities per source: the route's own topic.
+        old = {"name": "cam", "unique_id": f"edged_{device}_cam",
+               "state_topic": f"edged/{device}/predictions/cam"}
+        probe.client.publish(topic, json.dumps(old).encode(), qos=1, retain=True)
+        data = config(port, device)
+        data["routes"][0]["subscribe"] = "sensors/door/frame"  # one entity, same topic
+        start(tmp_path, data, probe, daemons)
+    finally:
+        probe.close()
+    found = wait_for(port, topic, lambda f: f.get(topic, {}).get("state_topic")
+                     == f"edged/{device}/ha/cam")
+    assert found[topic]["unique_id"] == f"edged_{device}_cam"  # Home Assistant keeps it
+    time.sleep(1.0)  # nothing removes it afterwards
+    assert retained(port, topic)[topic]["state_topic"] == f"edged/{device}/ha/cam"
