@@ -7,7 +7,8 @@ interval; ``systemctl reload`` returns once a changed route serves, and fails (t
 config serving on) for a broken one; ``systemctl stop`` publishes ``stopped`` within
 TimeoutStopSec; an unattended upgrade whose shipped config changed keeps the engineer's
 config and brings the service back, at the new version; a model the service cannot read
-stops the unit at once, with the file named in the journal, instead of restarting it.
+stops the unit at once, with the file named in the journal, instead of restarting it, and
+``edged check`` as root names that file with the fix, which then works.
 """
 
 from __future__ import annotations
@@ -195,3 +196,15 @@ def unreadable_model_stops_the_unit_with_its_name(box: BootedRoot) -> None:
     unit = box.show("edged", "ActiveState", "NRestarts", "ExecMainStatus")
     assert unit == {"ActiveState": "failed", "NRestarts": "0", "ExecMainStatus": "66"}, unit
     assert "cannot read /etc/edged/secret.tflite: Permission denied" in journal(box)
+    # edged check, as root, sees what the service saw, and says what to do.
+    check = box.run("edged", "check", "--no-broker", check=False)
+    assert check.returncode == 78, check.stdout + check.stderr
+    assert ("error    models.digits.path: the service (user edged) cannot read "
+            "/etc/edged/secret.tflite: Permission denied; (mode 0600, owner root:root) "
+            "chgrp edged /etc/edged/secret.tflite && chmod g+r") in check.stdout, check.stdout
+    box.run("chgrp", "edged", "/etc/edged/secret.tflite")
+    box.run("chmod", "g+r", "/etc/edged/secret.tflite")
+    assert box.run("edged", "check", "--no-broker").stdout.rstrip().endswith("ok")
+    box.run("systemctl", "reset-failed", "edged")
+    box.run("systemctl", "start", "edged")  # the fix check named is the fix
+    assert "result" in answered(box, "cameras/a/frame")
