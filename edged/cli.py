@@ -15,6 +15,7 @@ import structlog
 from edged import __version__, devices, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError
+from edged.mqtt import Material
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
 from edged.server import Loaded, Server, load
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "check":
             sub.add_argument("--no-broker", action="store_true",
                              help="do not connect to the broker to time the way back")
+            sub.add_argument("--broker", action="store_true",
+                             help="check the broker only: what it announces, whether every "
+                                  "route can work there, and what edged will do about it")
     text = "list the accelerators, delegate libraries and TFLite runtime this box has"
     sub = commands.add_parser("devices", help=text, description=text)
     sub.add_argument("-c", "--config", type=Path, default=None,
@@ -80,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check":
+            if args.broker:
+                return check_broker(args.config)
             return check(args.config, args.runtime, broker=not args.no_broker)
         if args.command == "devices":
             return list_devices(args.config, args.json)
@@ -120,17 +126,38 @@ def check(config: Path, runtime: str | None, broker: bool = True) -> int:
         for route in settings.routes:  # what start-up would refuse: input or output mismatch
             Route.bind(route, loaded.models)
         _print_report(settings, loaded)
-        if broker and loaded.material is not None:
-            device = topics.safe_level(settings.device_id)
-            tag = f"check-{os.getpid()}"
-            report = probe_broker(settings.mqtt, loaded.material, f"edged-{device}-{tag}",
-                                  f"{settings.mqtt.topic_prefix}/{device}/probe/{tag}")
-            print("\n".join(report.lines()))
+        if broker and loaded.material is not None and not _broker_report(settings,
+                                                                          loaded.material):
+            return EX_FAILURE
     finally:
         if loaded.outbox is not None:
             loaded.outbox.close()
     print("ok")
     return EX_OK
+
+
+def check_broker(config: Path) -> int:
+    settings = load_settings(config)
+    print(f"config   {config}: valid")
+    if not _broker_report(settings, Material.load(settings.mqtt)):
+        return EX_FAILURE
+    print("ok")
+    return EX_OK
+
+
+def _broker_report(settings: Settings, material: Material) -> bool:
+    """Print what the broker announces and what edged does about it; False when a route
+    cannot work there."""
+    device = topics.safe_level(settings.device_id)
+    tag = f"check-{os.getpid()}"
+    report = probe_broker(settings.mqtt, material, f"edged-{device}-{tag}",
+                          f"{settings.mqtt.topic_prefix}/{device}/probe/{tag}",
+                          publish_qos={r.name: r.publish_qos for r in settings.routes},
+                          filters=[r.subscribe for r in settings.routes])
+    print("\n".join(report.lines()))
+    if report.fatal:
+        print("edged: a route cannot work on this broker (see `error` above)", file=sys.stderr)
+    return not report.fatal
 
 
 def list_devices(config: Path | None, as_json: bool) -> int:

@@ -106,6 +106,7 @@ class Server:
         make = make_transport or self._mqtt_client(announced.messages)
         self.mqtt = make(self._on_message)
         self.responder = Responder(self.mqtt, settings.device_id, prefix, self.stats)
+        self.mqtt.on_undeliverable = self.responder.undeliverable
         self.pipeline = Pipeline(routes, self.responder, self.mqtt, self.stats,
                                  niceness=settings.worker_niceness)
         self.watchdog: Watchdog | None = None
@@ -127,6 +128,7 @@ class Server:
                 material=loaded.material,
                 announce=announce,
                 probe_topic=f"{settings.mqtt.topic_prefix}/{device}/probe",
+                publish_qos={r.name: r.publish_qos for r in settings.routes},
             )
         return make
 

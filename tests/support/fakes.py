@@ -40,6 +40,7 @@ class FakeBroker(FakeTransport):
         self.started = self.stopped = self.holding = False
         self.subscriptions: list[str] = []
         self.announced: list[Outbound] = []
+        self.on_undeliverable: Callable[[Outbound, str, str], None] = lambda m, r, t: None
 
     def deliver(self, message: Inbound) -> None:
         self.on_message(message)
