@@ -67,6 +67,11 @@ class Tracker:
     def in_flight_entries(self) -> int:
         return self._entries
 
+    def records(self) -> list[tuple[int, Pending]]:
+        """Every record, oldest first (a copy)."""
+        with self._lock:
+            return list(self._pending.items())
+
     def take_records(self) -> list[tuple[int, Pending]]:
         """Forget every record and return them, oldest first (a lost connection)."""
         with self._lock:

@@ -14,7 +14,8 @@ Probation: a broker that refuses a publish without a reason code (every 3.1.1 br
 for QoS 2) closes the connection, and resending the same publish on every reconnect would
 close every connection after it. So when a connection is lost with publishes in flight, the
 next connections send those publishes one at a time, and nothing new, until each is
-acknowledged. A publish that is alone in flight when a connection is lost is blamed; blamed
+acknowledged. A publish that is alone in flight when a connection is lost within
+BLAME_WINDOW_S of its sending is blamed; blamed
 ``publish_attempts`` times it is set aside and reported (a QoS 2 publish first goes once more
 at QoS 1, and edged publishes at QoS 1 from then on: the broker does not take QoS 2).
 """
@@ -22,6 +23,7 @@ at QoS 1, and edged publishes at QoS 1 from then on: the broker does not take Qo
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 
@@ -37,6 +39,8 @@ from edged.types import Outbound
 
 log = structlog.get_logger("edged.mqtt")
 FLUSH_WINDOW = 100  # outbox entries in flight at once, so a backlog cannot flood the broker
+BLAME_WINDOW_S = 5.0  # a broker refusing a publish closes the connection on reading it: a
+# connection lost longer after the publish on trial was sent is not blamed on it
 
 Undeliverable = Callable[[Outbound, str, str], None]
 """Told of a message that will never be delivered: the message, a reason (``too_large``,
@@ -50,7 +54,8 @@ def _dup(data: bytes) -> bytes:
 
 class Outgoing:
     def __init__(self, v5: bool, outbox: Outbox, refusals: Refusals,
-                 publish_attempts: int = 3) -> None:
+                 publish_attempts: int = 3,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._v5 = v5
         self.outbox = outbox
         self.refusals = refusals
@@ -76,7 +81,9 @@ class Outgoing:
         self._packet_limit = NO_LIMIT
         self._probation = False
         self._trial: int | None = None  # the one publish in flight during probation
-        self._blamed: Counter[Outbound] = Counter()
+        self._trial_at = 0.0
+        self._clock = clock
+        self._blamed: Counter[int] = Counter()  # by id() of the message
         self._reporting = False
         self._told: set[str] = set()
         self._mid_lock = threading.Lock()
@@ -118,20 +125,28 @@ class Outgoing:
         in_flight = self._tracker.take_records()
         if closed_by_broker and in_flight:
             if (self._probation and len(in_flight) == 1 and in_flight[0][0] == self._trial
+                    and self._clock() - self._trial_at <= BLAME_WINDOW_S
                     and not self._blame(*in_flight[0])):
                 in_flight = []
             self._probation = True
         self._trial = None
         self._carried.extendleft(reversed(in_flight))
         self._reserved.update(mid for mid, _ in in_flight if mid)
+        if not self._carried:  # the one under suspicion was set aside: nothing else is
+            self._end_probation()
+
+    def _end_probation(self) -> None:
+        self._probation = False
+        self._blamed.clear()
 
     def _blame(self, mid: int, record: Pending) -> bool:
         """The broker closed the connection with ``record`` alone in flight: False once it
         is set aside (or resent anew at QoS 1), True while it may be tried again."""
-        self._blamed[record.message] += 1
-        if self._blamed[record.message] < self.publish_attempts:
+        key = id(record.message)  # the same object on every resend, alive while carried
+        self._blamed[key] += 1
+        if self._blamed[key] < self.publish_attempts:
             return True
-        del self._blamed[record.message]
+        del self._blamed[key]
         self._reserved.discard(mid)
         if record.qos == 2 and not self._qos2_refused:
             self._qos2_refused = True
@@ -263,8 +278,7 @@ class Outgoing:
         if mid == self._trial:
             self._trial = None
             if not self._carried:  # every publish under suspicion went through
-                self._probation = False
-                self._blamed.clear()
+                self._end_probation()
 
     def on_suback(self, ack: SubAck) -> None:
         filters = self._sub_mids.pop(ack.mid, [])
@@ -314,7 +328,7 @@ class Outgoing:
                 record = Pending(record.message, qos, record.entry_id, data)
             self._tracker.sent(mid, record)
             if self._probation:
-                self._trial = mid
+                self._trial, self._trial_at = mid, self._clock()
             link.send(data)
 
     def all_delivered(self) -> bool:
