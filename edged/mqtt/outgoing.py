@@ -292,15 +292,14 @@ class Outgoing:
         many as the broker, the window and probation allow."""
         if self._carried:
             self._resend()
-            if self._carried or self._probation:
-                return
-        if not len(self.outbox):
+        if self._carried or self._probation or not len(self.outbox):
             return
         room = min(FLUSH_WINDOW - self._tracker.in_flight_entries(),
                    self._in_flight_max - self._tracker.outstanding() - len(self._released))
-        for entry_id, message in self.outbox.take(max(room, 0)):
+        taken = self.outbox.take(max(room, 0))
+        for i, (entry_id, message) in enumerate(taken):
             if not self.send(message, entry_id):
-                self.outbox.release([entry_id])
+                self.outbox.release([entry for entry, _ in taken[i:]])
                 break
 
     def _resend(self) -> None:
