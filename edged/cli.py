@@ -15,10 +15,12 @@ import structlog
 from edged import __version__, devices, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError
+from edged.frigate import serve as frigate_serve
+from edged.frigate import uploads as frigate_uploads
 from edged.mqtt import Material
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
-from edged.server import Loaded, Server, load
+from edged.server import Loaded, Server, early_door, load
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--runtime", choices=["ai-edge-litert", "tflite-runtime"], default=None,
-            help="use this TFLite runtime instead of the fastest installed one",
+            help="use this TFLite runtime instead of the fastest installed one that "
+                 "passes the probe",
         )
         if name == "check":
             sub.add_argument("--no-broker", action="store_true",
@@ -108,24 +111,47 @@ def run(config: Path, runtime: str | None) -> int:
     # A reload asked for while models are still loading would kill the process (HUP's
     # default action); the server installs its own handler once it is ready to act on it.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    settings = load_settings(config)
+    settings = frigate_uploads.extend(load_settings(config))  # kept uploads are served too
     logs.configure(settings.logging.level, settings.logging.format)
     log = structlog.get_logger("edged")
     log.info("loading", config=str(config), version=__version__)
-    server = Server(settings, load(settings, runtime), config_path=config)
+    door = on_loaded = None
+    if settings.frigate is not None:  # Frigate's handshakes are answered as models load
+        door, on_loaded = early_door(settings)
+    try:
+        loaded = load(settings, runtime, on_loaded)
+    except BaseException:
+        if door is not None:
+            door.stop(0.0)
+        raise
+    if loaded.runtime is not None:
+        log.info("TFLite runtime", runtime=loaded.backend.describe(), how=loaded.runtime.how)
+    server = Server(settings, loaded, config_path=config, door=door)
     server.run()
     return EX_OK
 
 
 def check(config: Path, runtime: str | None, broker: bool = True) -> int:
-    settings = load_settings(config)
+    settings = frigate_uploads.extend(load_settings(config))
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
     try:
-        print(f"runtime  {loaded.backend.describe()}")
+        if loaded.runtime is not None:
+            print("\n".join(loaded.runtime.lines()))
+        else:
+            print(f"runtime  {loaded.backend.describe()}")
         for route in settings.routes:  # what start-up would refuse: input or output mismatch
             Route.bind(route, loaded.models)
+        served = frigate_serve.bind(settings, loaded.models)
         _print_report(settings, loaded)
+        for entry in served:
+            print(f"frigate  {entry.name}: {entry.route.model.name} ({entry.decoder}, input "
+                  f"{entry.spec.describe()}), {len(entry.ids)} classes with Frigate ids, "
+                  f"threshold {entry.threshold:g}"
+                  + (f", model_type {entry.model_type}" if entry.model_type else ""))
+        if settings.frigate is not None:
+            print(f"frigate  endpoints {', '.join(settings.frigate.endpoints)}; request "
+                  f"timeout {settings.frigate.request_timeout_ms} ms")
         if broker and loaded.material is not None and not _broker_report(settings,
                                                                           loaded.material):
             return EX_FAILURE

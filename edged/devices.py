@@ -14,10 +14,10 @@ from importlib import metadata
 from pathlib import Path
 
 from edged.errors import RuntimeUnavailableError
-from edged.runtime import select_backend
 from edged.runtime.backend import CANDIDATES
 from edged.runtime.delegates import DEFAULT_LIBRARIES
 from edged.runtime.edgetpu import USB_IDS
+from edged.runtime.probe import choose_backend
 
 PLUGIN_SYMBOL = "tflite_plugin_create_delegate"
 
@@ -62,7 +62,7 @@ def scan(root: Path = Path("/"), libraries: tuple[str, ...] = ()) -> Inventory:
 
 def _runtimes() -> list[Found]:
     try:
-        in_use = select_backend().name
+        choice = choose_backend()
     except RuntimeUnavailableError as exc:
         return [Found("runtime", "none", str(exc))]
     found = []
@@ -71,7 +71,9 @@ def _runtimes() -> list[Found]:
             version = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-        note = "in use" if dist == in_use else "installed"
+        failed = [a.detail for a in choice.attempts if not a.ok and a.runtime.startswith(dist)]
+        note = ("in use" if dist == choice.backend.name else
+                f"installed, but {failed[0]}" if failed else "installed")
         found.append(Found("runtime", f"{dist} {version}", note))
     return found
 

@@ -58,6 +58,24 @@ class StatsCollector(Collector):
                 stage.add_metric([*key, name], _buckets(h.counts), h.sum_ms / 1000.0)
         yield from (received, succeeded, late, failed, depth, on_time, stage)
         yield from self._workers()
+        yield from self._doors()
+
+    def _doors(self) -> Iterator[Metric]:
+        """A second door's own events (the Frigate door: handshakes, results, zeros by
+        reason) and its connected peers and requests in flight."""
+        events = CounterMetricFamily(
+            "edged_door_events", "What a door beside MQTT answered, by event",
+            labels=["door", "event"])
+        peers = GaugeMetricFamily("edged_door_peers", "Peers that made a handshake",
+                                  labels=["door"])
+        pending = GaugeMetricFamily("edged_door_pending", "Requests in flight",
+                                    labels=["door"])
+        for door, snapshot in self._stats.doors().items():
+            for event, count in sorted((snapshot.get("counts") or {}).items()):
+                events.add_metric([door, event], float(count))
+            peers.add_metric([door], float(snapshot.get("detectors", 0)))
+            pending.add_metric([door], float(snapshot.get("pending", 0)))
+        yield from (events, peers, pending)
 
     def _workers(self) -> Iterator[Metric]:
         labels = ["model", "worker", "backend"]

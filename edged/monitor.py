@@ -182,13 +182,28 @@ def outbox_line(view: BoxView) -> str:
             f"{mqtt.get('dropped_offline_qos0', 0)} QoS 0 dropped while offline")
 
 
+def frigate_line(view: BoxView) -> list[str]:
+    """The Frigate door, when the box runs one: detectors, results, zeros by reason."""
+    door = (view.current or {}).get("frigate")
+    if not isinstance(door, dict):
+        return []
+    counts = door.get("counts") or {}
+    zeros = {k.removeprefix("zeros_"): v for k, v in sorted(counts.items())
+             if k.startswith("zeros_")}
+    return [f"frigate {', '.join(door.get('endpoints') or [])}: {door.get('detectors', 0)} "
+            f"detector(s), {door.get('pending', 0)} in flight; {counts.get('results', 0)} "
+            f"results ({counts.get('results_with_detections', 0)} with boxes), zeros "
+            f"{_refused(zeros) if zeros else 'none'}; {counts.get('late_dropped', 0)} late "
+            "results dropped"]
+
+
 def render(view: BoxView, now: float, every_s: float, with_rates: bool) -> list[str]:
     """The whole screen (``top``) or report (``status``), one string a line."""
     lines = header(view, now, every_s)
     if view.current is not None:
         totals = view.current.get("totals") or {}
         lines += ["", *route_table(route_lines(view), with_rates), "",
-                  *worker_table(view), "", outbox_line(view),
+                  *worker_table(view), "", outbox_line(view), *frigate_line(view),
                   f"unrouted {totals.get('unrouted', 0)} (messages that matched no route)"]
     return lines + view.problems[-3:]
 

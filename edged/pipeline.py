@@ -4,6 +4,7 @@ queues of the model and its worker threads, each with its own interpreter."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -132,6 +133,7 @@ class Pipeline:
             self.models[name].open_chain(route.chain)
         self._route_model = {r.name: r.model.name for r in self.routes}
         self.accepting = True
+        self._lock = threading.Lock()
 
     def streams(self, route: str) -> dict[str, Any] | None:
         """A route's audio streams and streaming stages, for the stats topic."""
@@ -164,6 +166,13 @@ class Pipeline:
     def heartbeats(self) -> dict[str, float]:
         """The last time each worker thread showed it is alive (monotonic s)."""
         return {w.name: w.last_beat for m in self.models.values() for w in m.workers}
+
+    def submit_shared(self, message: Inbound) -> None:
+        """``submit`` for a pipeline that two doors feed, each from its own thread: one
+        message at a time (a model run inline runs on the caller's thread, and an
+        interpreter is not thread-safe), and never during ``replace``."""
+        with self._lock:
+            self.submit(message)
 
     def submit(self, message: Inbound) -> None:
         matched = False
@@ -323,9 +332,15 @@ class Pipeline:
         retired ``ModelWorkers``.
 
         Call it on the thread that calls ``submit`` (the MQTT thread), so no message sees
-        half a swap and ``submit`` needs no lock. The caller lets the retired workers
-        finish their queued jobs (``ModelWorkers.stop``) and reports what is left.
+        half a swap and ``submit`` needs no lock (``submit_shared`` takes the lock held
+        here). The caller lets the retired workers finish their queued jobs
+        (``ModelWorkers.stop``) and reports what is left.
         """
+        with self._lock:
+            return self._replace(routes, models)
+
+    def _replace(self, routes: Sequence[Route],
+                 models: dict[str, ModelWorkers]) -> list[ModelWorkers]:
         for route in routes:
             name = route.model.name
             cfg = route.config

@@ -6,6 +6,7 @@ swaps the result in (``Pipeline.replace``) only once all of it succeeded.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +45,14 @@ class ReloadPlan:
 
 
 def prepare(path: Path, current: Settings, models: dict[str, LoadedModel],
-            fingerprints: dict[str, Fingerprint], backend: Backend) -> ReloadPlan:
-    """Read ``path`` and load what changed. Raises ConfigError or ModelLoadError; the
-    running configuration is untouched either way."""
+            fingerprints: dict[str, Fingerprint], backend: Backend,
+            extend: Callable[[Settings], Settings] | None = None) -> ReloadPlan:
+    """Read ``path`` (and ``extend`` what it says, e.g. with the models Frigate uploaded)
+    and load what changed. Raises ConfigError or ModelLoadError; the running configuration
+    is untouched either way."""
     new = load_settings(path)
+    if extend is not None:
+        new = extend(new)
     changed = tuple(key for key in RESTART_ONLY if getattr(new, key) != getattr(current, key))
     settings = new.model_copy(update={key: getattr(current, key) for key in changed})
     out: dict[str, LoadedModel] = {}

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from edged import results, topics
+from edged.entities import Entities
 from edged.job import Answer, Outcome, Several
 from edged.results import Identity, Timings
 from edged.stats import Stats
@@ -51,8 +52,11 @@ class Responder:
         topic_prefix: str,
         stats: Stats,
         error_rate: RateLimit | None = None,
+        entities: Entities | None = None,
     ) -> None:
         self._publish = transport.publish
+        self._entities = entities
+        """Home Assistant's view: every result of a source, whoever asked for it."""
         self.device_id = device_id
         self.errors_topic = f"{topic_prefix}/{topics.safe_level(device_id)}/errors"
         self._prefix = topic_prefix
@@ -81,6 +85,9 @@ class Responder:
             if mask is not None:
                 self._mask(job.message, job.publish_topic, job.route.config.publish_qos,
                            mask, to_route)
+            if self._entities is not None:
+                self._entities.observe(job.route.name, job.message.topic, outcome.result,
+                                       job.identity.received_wall)
         else:
             self.error(outcome.identity, outcome.message, outcome.reason, outcome.text,
                        outcome.deadline_ms, outcome.timings)

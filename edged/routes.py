@@ -204,7 +204,9 @@ class Route:
             return result, bool(result["detected"])
         if self.anomaly is not None:
             result = self.anomaly.observe(message.topic, result["score"], message.received_mono)
-            return result, bool(result["changed"])
+            # Its first result after a start goes out too: a listener may still hold the
+            # state of an earlier run.
+            return result, bool(result["changed"] or result.get("first"))
         if self.last.config.postprocess == "classification" and result.get("label") is None:
             return result, False  # nothing reached the threshold
         return result, True

@@ -3,6 +3,7 @@ down cleanly. Signal handlers only set flags; the main thread acts on them."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import signal
@@ -14,22 +15,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
 from edged import discovery, logs, metrics, reload, topics
 from edged.config import OutboxConfig, Settings
+from edged.entities import Entities
 from edged.errors import ConfigError, EdgedError
+from edged.frigate import serve as frigate_serve
+from edged.frigate import uploads as frigate_uploads
 from edged.mqtt import Material, MqttClient
 from edged.outbox import Outbox
 from edged.pipeline import ModelWorkers, Pipeline
 from edged.responder import Responder
 from edged.routes import Route
-from edged.runtime import Backend, LoadedModel, load_model, select_backend
+from edged.runtime import Backend, LoadedModel, load_model
+from edged.runtime.probe import Choice, choose_backend
 from edged.stats import Stats
 from edged.systemd import Notifier, Watchdog
-from edged.transport import BrokerSide
+from edged.transport import BrokerSide, Fork, Transport
 from edged.types import Inbound, Outbound
+
+if TYPE_CHECKING:
+    from edged.frigate.door import FrigateDoor
 
 log = structlog.get_logger("edged.server")
 SWITCH_INTERVAL_S = 0.0005
@@ -46,20 +55,33 @@ class Loaded:
     models: dict[str, LoadedModel]
     material: Material | None = None
     outbox: Outbox | None = None
+    runtime: Choice | None = None
+    """How the runtime was chosen (``edged check`` reports it); None: handed in."""
 
 
-def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
+def load(settings: Settings, prefer_runtime: str | None = None,
+         on_loaded: Callable[[str, LoadedModel], None] | None = None) -> Loaded:
     """Read the connection's material, open the spool, pick the runtime, load and warm up
-    every model. Raises ConfigError or ModelLoadError."""
+    every model (``on_loaded`` hears of each as it is ready). Raises ConfigError or
+    ModelLoadError."""
     material = Material.load(settings.mqtt)
     outbox = open_outbox(settings.outbox)
-    backend = select_backend(prefer_runtime)
+    choice = choose_backend(prefer_runtime)
+    for attempt in choice.attempts:
+        if not attempt.ok:
+            log.warning("TFLite runtime failed its probe; falling back", runtime=attempt.runtime,
+                        reason=attempt.detail)
+    backend = choice.backend
     try:
-        models = {name: load_model(name, cfg, backend) for name, cfg in settings.models.items()}
+        models = {}
+        for name, cfg in settings.models.items():
+            models[name] = load_model(name, cfg, backend)
+            if on_loaded is not None:
+                on_loaded(name, models[name])
     except BaseException:
         outbox.close()
         raise
-    return Loaded(backend, models, material, outbox)
+    return Loaded(backend, models, material, outbox, choice)
 
 
 def open_outbox(config: OutboxConfig) -> Outbox:
@@ -82,7 +104,10 @@ class Server:
 
     def __init__(self, settings: Settings, loaded: Loaded, config_path: Path | None = None,
                  notifier: Notifier | None = None,
-                 make_transport: MakeTransport | None = None) -> None:
+                 make_transport: MakeTransport | None = None,
+                 door: FrigateDoor | None = None) -> None:
+        """``door``: the Frigate door, opened before the models loaded (``early_door``);
+        without one, it is opened here when the config has a frigate section."""
         self.settings = settings
         self.loaded = loaded
         self.config_path = config_path
@@ -99,21 +124,42 @@ class Server:
         """A message here asks for a stats snapshot now (``edged status`` and ``top``)."""
         self._stats_answered_at = 0.0
         routes = [Route.bind(r, loaded.models) for r in settings.routes]
+        served = frigate_serve.bind(settings, loaded.models)
+        routes += [s.route for s in served]
         for route in routes:
             self.stats.add_route(route.name, route.model.name)
-        announced = discovery.plan(settings)
-        self._not_announced = announced.skipped
-        make = make_transport or self._mqtt_client(announced.messages)
+        catalog = discovery.Catalog(settings)
+        self._ha_topics(catalog)
+        make = make_transport or self._mqtt_client()
         self.mqtt = make(self._on_message)
-        self.responder = Responder(self.mqtt, settings.device_id, prefix, self.stats)
+        self.entities = Entities(catalog, self.mqtt.publish)
+        self.door: FrigateDoor | None = None
+        sink: Transport = self.mqtt
+        if settings.frigate is not None:
+            self.door = door or open_door(settings, [], self.stats)
+            self.door.update(settings.frigate, served)
+            self.door.serve(self._submit_shared, self.reload_requested.set, self.stats)
+            self.stats.add_door("frigate", self.door.snapshot)
+            sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
+        self.responder = Responder(sink, settings.device_id, prefix, self.stats,
+                                   entities=self.entities)
         self.mqtt.on_undeliverable = self.responder.undeliverable
-        self.pipeline = Pipeline(routes, self.responder, self.mqtt, self.stats,
+        self.pipeline = Pipeline(routes, self.responder, sink, self.stats,
                                  niceness=settings.worker_niceness)
+        # Two doors feed the pipeline from two threads: then one message at a time.
+        self._submit = (self.pipeline.submit if self.door is None
+                        else self.pipeline.submit_shared)
         self.watchdog: Watchdog | None = None
         self._retiring: list[threading.Thread] = []
         self._signals = 0
 
-    def _mqtt_client(self, announce: list[Outbound]) -> MakeTransport:
+    def _ha_topics(self, catalog: discovery.Catalog) -> None:
+        """What edged hears from Home Assistant: its status, and the configs of this box's
+        entities (an earlier run's among them)."""
+        self._ha_status = catalog.config.birth_topic if catalog.enabled else None
+        self._ha_configs = catalog.config_filter() if catalog.enabled else None
+
+    def _mqtt_client(self) -> MakeTransport:
         settings, loaded = self.settings, self.loaded
         device = topics.safe_level(settings.device_id)
 
@@ -126,21 +172,36 @@ class Server:
                 on_message=on_message,
                 outbox=loaded.outbox or open_outbox(settings.outbox),
                 material=loaded.material,
-                announce=announce,
+                announce=lambda: self.entities.everything(),
                 probe_topic=f"{settings.mqtt.topic_prefix}/{device}/probe",
                 publish_qos={r.name: r.publish_qos for r in settings.routes},
             )
         return make
 
     def _filters(self, routes: Iterable[str]) -> list[str]:
-        return [*routes, self.stats_request_topic]
+        ha = [f for f in (self._ha_status, self._ha_configs) if f is not None]
+        return [*routes, self.stats_request_topic, *ha]
 
     def _on_message(self, message: Inbound) -> None:
         # The transport is built before the pipeline, which publishes through it.
         if message.topic == self.stats_request_topic:
             self._stats_asked()
             return
-        self.pipeline.submit(message)
+        if self._ha_configs is not None and self._from_home_assistant(message):
+            return
+        self._submit(message)
+
+    def _submit_shared(self, message: Inbound) -> None:
+        self.pipeline.submit_shared(message)
+
+    def _from_home_assistant(self, message: Inbound) -> bool:
+        if message.topic == self._ha_status:
+            self.entities.home_assistant_status(message.payload)
+            return True
+        if self._ha_configs is not None and topics.matches(self._ha_configs, message.topic):
+            self.entities.config_seen(message.topic, message.payload)
+            return True
+        return False
 
     def _stats_asked(self) -> None:
         """A snapshot for a watcher, at most every STATS_ASKED_S however many ask."""
@@ -151,7 +212,10 @@ class Server:
 
     def heartbeats(self) -> dict[str, float]:
         """Every thread the watchdog vouches for: the workers and the MQTT loop."""
-        return {**self.pipeline.heartbeats(), "mqtt": self.mqtt.loop_beat}
+        beats = {**self.pipeline.heartbeats(), "mqtt": self.mqtt.loop_beat}
+        if self.door is not None:
+            beats["frigate"] = self.door.beat
+        return beats
 
     def start(self) -> None:
         # Workers release the GIL while invoking; when one returns it must get the GIL back
@@ -166,8 +230,12 @@ class Server:
         if metrics_cfg.port is not None:  # first: a port in use fails before anything runs
             metrics.serve(self.stats, self.pipeline, metrics_cfg.host, metrics_cfg.port)
             log.info("metrics endpoint", url=f"http://{metrics_cfg.host}:{metrics_cfg.port}/")
+        if self.door is not None:  # an endpoint that cannot bind fails before anything runs
+            self.door.bind()
         self.pipeline.start()
-        for skipped in self._not_announced:
+        if self.door is not None:
+            self.door.start()
+        for skipped in self.entities.catalog.skipped:
             log.warning("route left out of Home Assistant discovery", route=skipped.route,
                         reason=skipped.reason)
         self.mqtt.start()
@@ -200,6 +268,7 @@ class Server:
             if interval and now >= next_stats:
                 next_stats = now + interval
                 self.publish_stats()
+            self.entities.tick()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
                 self.notifier.status(self.status_line())
@@ -210,6 +279,8 @@ class Server:
         on_fallback = [r.name for m in self.pipeline.models.values() for r in m.runners
                        if r.session.on_fallback]
         fallback = f"; on CPU fallback: {', '.join(on_fallback)}" if on_fallback else ""
+        if self.door is not None:
+            fallback += f"; frigate: {self.door.snapshot()['detectors']} detector(s)"
         return (f"broker {self.mqtt.summary()}; {len(self.pipeline.routes)} routes; "
                 f"received {totals['received']}, answered {totals['succeeded']}, "
                 f"failed {totals['failed']}; outbox {outbox['waiting']} waiting, "
@@ -218,6 +289,8 @@ class Server:
     def publish_stats(self) -> None:
         body = {"device_id": self.settings.device_id, "time": time.time(),
                 **self.stats.snapshot(self.pipeline), "mqtt": self.mqtt.snapshot()}
+        if self.entities.catalog.enabled:
+            body["home_assistant"] = self.entities.snapshot()
         self.mqtt.publish(Outbound(self.stats_topic, json.dumps(body).encode(), qos=0))
 
     def reload(self) -> bool:
@@ -230,21 +303,34 @@ class Server:
         log.info("reloading", config=str(self.config_path))
         try:
             plan = reload.prepare(self.config_path, self.settings, self.loaded.models,
-                                  self._fingerprints, self.loaded.backend)
+                                  self._fingerprints, self.loaded.backend,
+                                  extend=frigate_uploads.extend)
             running = {r.name: r for r in self.pipeline.routes}
+            if (self.door is None) != (plan.settings.frigate is None):
+                log.warning("the frigate section was added or removed: that takes a "
+                            "restart; the door keeps its running settings")
+                plan = replace(plan, settings=plan.settings.model_copy(
+                    update={"frigate": self.settings.frigate}))
             routes = [Route.bind(r, plan.models).carrying_state_of(running.get(r.name))
                       for r in plan.settings.routes]
+            served = frigate_serve.bind(plan.settings, plan.models)
+            routes += [s.route for s in served]
         except (EdgedError, ValueError) as exc:
             log.error("reload rejected; the running configuration keeps serving",
                       config=str(self.config_path), error=str(exc))
             self.notifier.ready(self.status_line())
             return False
+        catalog = discovery.Catalog(plan.settings)
+        self._ha_topics(catalog)  # the swap subscribes to them
         if not self._swap(routes, plan.settings.worker_niceness):
+            self._ha_topics(self.entities.catalog)
             log.error("reload rejected: the MQTT thread did not take the new routes in time; "
                       "the running configuration keeps serving")
             self.notifier.ready(self.status_line())
             return False
-        self._announce(plan.settings)
+        if self.door is not None and plan.settings.frigate is not None:
+            self.door.update(plan.settings.frigate, served)
+        self.entities.replace(catalog)
         self.settings, self._fingerprints = plan.settings, plan.fingerprints
         self.loaded = replace(self.loaded, models=plan.models)
         logs.configure(plan.settings.logging.level, plan.settings.logging.format)
@@ -255,13 +341,6 @@ class Server:
                  routes=[r.name for r in routes])
         self.notifier.ready(self.status_line())
         return True
-
-    def _announce(self, new: Settings) -> None:
-        """Remove the discovery entries of deleted routes and publish the current ones."""
-        messages = discovery.discovery_messages(new)
-        for message in (*discovery.removal_messages(self.settings, new), *messages):
-            self.mqtt.publish(message)
-        self.mqtt.set_announce(messages)
 
     def _swap(self, routes: list[Route], niceness: int) -> bool:
         # Interpreters open here, on this thread; the MQTT thread only swaps references.
@@ -274,7 +353,9 @@ class Server:
                 if outcome["abandoned"]:
                     return
                 retired.extend(self.pipeline.replace(routes, models))
-                self.mqtt.set_subscriptions(self._filters(r.config.subscribe for r in routes))
+                self.mqtt.set_subscriptions(self._filters(
+                    r.config.subscribe for r in routes
+                    if not r.config.subscribe.startswith(frigate_serve.TOPIC_PREFIX)))
                 outcome["done"] = True
 
         self.mqtt.call_in_loop(swap)
@@ -308,9 +389,11 @@ class Server:
         if self.watchdog is not None:
             self.watchdog.stop()
         self.mqtt.hold_input()
-        self.pipeline.stop(timeout)
+        self.pipeline.stop(timeout)  # the door goes on: new requests get zeros meanwhile
         for thread in self._retiring:
             thread.join(timeout)
+        if self.door is not None:
+            self.door.stop(2.0)
         self.publish_stats()
         self.mqtt.stop(self.settings.outbox.flush_timeout_s)
         log.info("stopped", **self.stats.totals())
@@ -336,3 +419,36 @@ class Server:
             self.serve()
         finally:
             self.shutdown()
+
+
+def open_door(settings: Settings, served: list[frigate_serve.Served],
+              stats: Stats) -> FrigateDoor:
+    """The Frigate door (not yet bound, nothing to submit to yet). Raises ConfigError when
+    pyzmq is missing."""
+    assert settings.frigate is not None
+    try:
+        from edged.frigate.door import FrigateDoor
+    except ImportError as exc:
+        raise ConfigError("frigate", [f"the Frigate door needs pyzmq ({exc}): install "
+                                      "edged[frigate]"]) from None
+    return FrigateDoor(settings.frigate, served, None, stats)
+
+
+def early_door(settings: Settings) -> tuple[FrigateDoor, Callable[[str, LoadedModel], None]]:
+    """The Frigate door, bound and serving handshakes before the models load (Frigate
+    waits 30 s for its answer), and the ``on_loaded`` for ``load`` that answers each served
+    model's handshakes as soon as it is loaded and checked. Raises ConfigError."""
+    assert settings.frigate is not None
+    config = settings.frigate
+    door = open_door(settings, [], Stats())  # the server's own stats replace these
+    door.loading([settings.served_name(m.model, m.name) for m in config.models])
+    door.bind()
+    door.start()
+
+    def on_loaded(name: str, model: LoadedModel) -> None:
+        for entry in config.models:
+            if entry.model == name:
+                # A model that cannot serve is reported by start-up with the rest.
+                with contextlib.suppress(ConfigError):
+                    door.ready(frigate_serve.bind_one(settings, entry, {name: model}))
+    return door, on_loaded

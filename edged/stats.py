@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,6 +109,15 @@ class Stats:
         self._routes: dict[str, RouteStats] = {}
         self._unrouted = 0
         self._started = time.monotonic()  # created as the server is: edged's uptime
+        self._doors: dict[str, Callable[[], dict[str, Any]]] = {}
+
+    def add_door(self, name: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """A second way in (the Frigate door): its own snapshot, ``{"counts": {...},
+        ...}``, goes into the stats body under ``name`` and into the metrics."""
+        self._doors[name] = snapshot
+
+    def doors(self) -> dict[str, dict[str, Any]]:
+        return {name: snapshot() for name, snapshot in self._doors.items()}
 
     def add_route(self, route: str, model: str) -> None:
         """Count for ``route`` (again, after a reload: its counters go on, its model may
@@ -201,4 +211,4 @@ class Stats:
                 routes[name]["streams"] = streams
         return {"uptime_s": round(time.monotonic() - self._started, 1),
                 "totals": self.totals(), "routes": routes,
-                "models": live.describe_models()}
+                "models": live.describe_models(), **self.doors()}

@@ -42,11 +42,25 @@ class BrokerSide(Transport, Protocol):
 
     def set_subscriptions(self, filters: Sequence[str]) -> None: ...
 
-    def set_announce(self, messages: Sequence[Outbound]) -> None:
-        """Messages published (retained) on every connect, e.g. Home Assistant discovery."""
-
     def summary(self) -> str:
         """The connection's state in a few words."""
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for the stats topic: state, outbox, refusals, the way back."""
+
+
+class Fork:
+    """The sink's transport when a second door is open: answers whose topic names a side
+    door (its Response Topic) go to it, everything else to the main transport, whose way
+    back the pipeline's admission reads."""
+
+    def __init__(self, main: Transport, sides: dict[str, Transport]) -> None:
+        self._main = main
+        self._sides = sides
+
+    def publish(self, message: Outbound) -> None:
+        side = self._sides.get(message.topic)
+        (side or self._main).publish(message)
+
+    def reply_time(self, margin_ms: float | None) -> float:
+        return self._main.reply_time(margin_ms)

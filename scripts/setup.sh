@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install what edged's demo and tests need on a Debian/Ubuntu machine, idempotently:
+#   scripts/setup.sh demo     mosquitto + .venv with edged's runtime dependencies and the
+#                             demo's one client library (paho-mqtt): what scripts/demo.sh needs
 #   scripts/setup.sh          mosquitto + .venv (edged with ai-edge-litert, test and dev tools)
 #   scripts/setup.sh test     also every tool the tests use (TEST_PACKAGES below) and
 #                             .venv-legacy: what scripts/test.sh needs
@@ -23,6 +25,10 @@ TEST_PACKAGES=(
     debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests
+    mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough
+    nats-server rabbitmq-server  # tests/test_interop.py: brokers no one here wrote (a private
+                          # RabbitMQ node of the tests' own; the service is left alone)
+    nodejs npm            # tests/test_interop.py: aedes, a Node.js broker (below)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -55,8 +61,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$MODE" = "demo" ]; then
+    # The daemon's own dependencies and the demo's MQTT client, no test toolchain (scipy,
+    # onnxruntime, mypy, ...): a box that only runs the demo stays small.
+    .venv/bin/python -m pip install -q -e '.[demo]'
+    exit 0
+fi
 .venv/bin/python -m pip install -q -e '.[dev]'
-scripts/fetch_models.sh   # third-party models and images the decoder tests use
+scripts/models/fetch_models.sh   # third-party models and images the decoder tests use
 
 # openWakeWord 0.5.1 is the last wheel that ships its models (melspectrogram, embedding and
 # per-phrase classifiers, as .tflite and .onnx). The wheel is fetched once into a cache,
@@ -82,6 +94,20 @@ PY
 fi
 if ! .venv/bin/python -m pip show -q openwakeword >/dev/null 2>&1; then
     .venv/bin/python -m pip install -q --no-deps "$OWW_WHEEL"
+fi
+
+# The interop tests' brokers from the registries, kept out of edged's own venv: amqtt (PyPI)
+# pins its own dependencies, so it gets a small venv of its own; aedes (npm) goes into the
+# cache. tests/support/brokers.py runs both.
+if [ "$MODE" = "test" ]; then
+    if [ ! -x .venv-amqtt/bin/amqtt ]; then
+        "$PYTHON" -m venv .venv-amqtt
+        .venv-amqtt/bin/python -m pip install -q 'amqtt==0.12.1'
+    fi
+    if [ ! -f .cache/node/node_modules/aedes/package.json ]; then
+        mkdir -p .cache/node
+        npm install -s --no-audit --no-fund --prefix .cache/node 'aedes@1.2.0' >/dev/null
+    fi
 fi
 
 legacy_python() {
@@ -110,7 +136,7 @@ if [ "$MODE" = "legacy" ] || [ "$MODE" = "test" ]; then
         'paho-mqtt>=2,<3' 'Pillow>=10.1' 'pydantic>=2.6' 'pydantic-settings[yaml]>=2.3' \
         'PyYAML>=6' 'prometheus-client>=0.17' 'simplejpeg>=1.7' 'structlog>=24.1' \
         'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'cryptography>=41' \
-        'jsonschema>=4.18'
+        'jsonschema>=4.18' 'pyzmq>=25'
     # --no-deps: edged's default runtime, ai-edge-litert, must not come along here.
     .venv-legacy/bin/python -m pip install -q --no-deps -e .
 fi

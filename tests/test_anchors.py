@@ -1,6 +1,6 @@
 """edged.postprocess.anchors: anchor grids, weighted NMS by hand, and MediaPipe's real
 BlazeFace model against what MediaPipe's own pipeline found in the same image
-(tests/data/mediapipe_goldens.json, recorded by scripts/reference_goldens.py)."""
+(tests/data/mediapipe_goldens.json, recorded by scripts/models/reference_goldens.py)."""
 
 from __future__ import annotations
 
@@ -127,3 +127,29 @@ def test_blazeface_finds_the_face_mediapipe_finds(nms: str) -> None:
     assert [p["name"] for p in det["keypoints"]][:3] == ["right_eye", "left_eye", "nose_tip"]
     for ours, theirs in zip(det["keypoints"], ref["keypoints"], strict=True):
         assert abs(ours["y"] - theirs["y"]) < 0.015 and abs(ours["x"] - theirs["x"]) < 0.015
+
+
+def test_no_candidate_is_an_empty_result_not_an_error() -> None:
+    """Every logit under the threshold: no rows to regress (issue 20: the keypoints'
+    reshape of 0 rows raised, and every face-free frame became an internal_error)."""
+    inp = TensorSpec("in", 0, (1, 16, 16, 3), np.dtype(np.float32), 0.0, 0)
+    post = bound([TensorSpec("r", 0, (1, 5, 6), np.dtype(np.float32), 0.0, 0),
+                  TensorSpec("s", 1, (1, 5, 1), np.dtype(np.float32), 0.0, 0)], inp,
+                 {"strides": [8, 16], "anchors_per_cell": [1, 1], "keypoints": 1})
+    logits = np.full((1, 5, 1), -5.0, np.float32)
+    assert post([np.zeros((1, 5, 6), np.float32), logits]) == {"count": 0, "detections": []}
+
+
+@pytest.mark.parametrize("model,anchors", [
+    ("face_detection_short_range.tflite", BLAZEFACE),
+    ("palm_detection_lite.tflite", {"strides": [8, 16], "anchors_per_cell": [2, 6],
+                                    "keypoints": 7}),
+])
+@pytest.mark.parametrize("grey", [0.0, 0.5, 1.0])
+def test_real_detectors_on_blank_frames_find_nothing(model: str, anchors: dict[str, Any],
+                                                     grey: float) -> None:
+    interpreter = select_backend().interpreter_class(model_path=str(CACHE / model))
+    size = interpreter.get_input_details()[0]["shape"][1]
+    frame = np.full((size, size, 3), grey * 2 - 1, np.float32)  # black, grey, white in [-1, 1]
+    specs, inp, outputs = run_model(CACHE / model, frame)
+    assert bound(specs, inp, anchors)(outputs) == {"count": 0, "detections": []}

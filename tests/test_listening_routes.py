@@ -115,9 +115,9 @@ def test_a_reload_keeps_the_partial_windows_of_an_unchanged_pipeline(
     assert fresh.samples is not old.samples and fresh.streaming is not old.streaming
 
 
-def test_the_readmes_wake_word_config_binds_to_the_real_models() -> None:
+def test_the_docs_wake_word_config_binds_to_the_real_models() -> None:
     require_tools()
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "inputs.md").read_text()
     section = text.split("## Listening: audio streams and wake words", 1)[1]
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = yaml.safe_load(block.replace("/opt/edged/models/openwakeword", str(OWW_MODELS)))

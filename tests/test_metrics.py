@@ -52,6 +52,18 @@ def test_counters_histograms_and_on_time_rate_are_exposed() -> None:
             'stage="total"} 0.0') in text
 
 
+def test_a_doors_events_and_peers_are_exposed_and_in_the_snapshot() -> None:
+    stats = Stats()
+    stats.add_door("frigate", lambda: {"detectors": 2, "pending": 1,
+                                       "counts": {"results": 5, "zeros_deadline": 2}})
+    text = exposition(stats)
+    assert 'edged_door_events_total{door="frigate",event="results"} 5.0' in text
+    assert 'edged_door_events_total{door="frigate",event="zeros_deadline"} 2.0' in text
+    assert 'edged_door_peers{door="frigate"} 2.0' in text
+    assert 'edged_door_pending{door="frigate"} 1.0' in text
+    assert stats.snapshot()["frigate"]["counts"]["results"] == 5
+
+
 def test_snapshot_has_percentiles_and_failure_reasons() -> None:
     stats = Stats()
     stats.add_route("cam", "digits")

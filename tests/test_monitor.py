@@ -108,3 +108,17 @@ def test_junk_on_the_stats_topic_is_reported_not_shown() -> None:
     screen = render(view, 100.0, 1, True)
     assert screen[-2:] == ["a stats message that is not JSON was ignored",
                            "a stats message without routes was ignored"]
+
+
+def test_the_frigate_door_has_a_line_of_its_own() -> None:
+    snap = snapshot(100.0, 10, 8)
+    snap["frigate"] = {"endpoints": ["ipc:///run/edged/frigate.sock"], "detectors": 2,
+                       "pending": 1, "served": {"ssd.tflite": "frigate-ssd.tflite"},
+                       "counts": {"results": 40, "results_with_detections": 30,
+                                  "zeros_deadline": 2, "zeros_bad_header": 1,
+                                  "late_dropped": 1}}
+    screen = render(view_with(snap), now=100.0, every_s=30, with_rates=False)
+    assert ("frigate ipc:///run/edged/frigate.sock: 2 detector(s), 1 in flight; 40 results "
+            "(30 with boxes), zeros bad_header 1, deadline 2; 1 late results dropped") in screen
+    assert not any(line.startswith("frigate") for line in render(
+        view_with(snapshot(100.0, 10, 8)), now=100.0, every_s=30, with_rates=False))

@@ -405,7 +405,7 @@ def test_anomaly_event_payload() -> None:
     tracker = AnomalyTracker(AnomalyOptions("output", threshold=0.5))
     assert tracker.observe("t", 0.8, at=1.0) == {
         "score": 0.8, "threshold": 0.5, "state": "anomalous", "changed": True,
-        "previous": "normal",
+        "previous": "normal", "first": True,
     }
     assert tracker.observe("t", 0.9, at=2.0) == {
         "score": 0.9, "threshold": 0.5, "state": "anomalous", "changed": False,

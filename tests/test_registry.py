@@ -3,7 +3,6 @@ Home Assistant discovery all read."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pydantic
@@ -30,6 +29,15 @@ def test_the_config_takes_exactly_the_registered_names() -> None:
         ModelConfig(path=Path("m.tflite"), postprocess="boxes")
 
 
+def test_every_registered_decoder_has_property_tests() -> None:
+    """A decoder is not registered without the property tests of issue 20 (that it is
+    total on every output its layouts admit): tests/test_decoder_properties.py must have a
+    builder for each name in DECODERS."""
+    from tests.test_decoder_properties import BUILDERS
+
+    assert sorted(BUILDERS) == sorted(registry.DECODERS)
+
+
 def test_unknown_names_are_refused_by_load_too() -> None:
     with pytest.raises(ValueError, match="unknown postprocess 'nope'"):
         registry.load("nope")
@@ -40,11 +48,10 @@ def test_discovery_shows_what_each_decoder_says() -> None:
               for name in ("yolo", "keypoints", "segmentation", "raw")}
     routes = [{"name": name, "subscribe": f"cams/{name}", "model": name} for name in models]
     s = Settings(device_id="box", models=models, routes=routes, discovery={"enabled": True})
-    plan = discovery.plan(s)
-    bodies = {json.loads(m.payload)["name"]: json.loads(m.payload) for m in plan.messages}
+    catalog = discovery.Catalog(s)
+    bodies = {e.route: catalog.config_body(e) for e in catalog.fixed()}
     assert bodies["yolo"]["value_template"] == "{{ value_json.result.count }}"
     assert bodies["yolo"]["state_class"] == "measurement"
     assert bodies["keypoints"]["state_class"] == "measurement"
     assert bodies["segmentation"]["value_template"] == "{{ value_json.result.count }}"
-    assert "state_class" not in bodies["segmentation"]
-    assert [k.route for k in plan.skipped] == ["raw"]  # nothing single to show
+    assert [k.route for k in catalog.skipped] == ["raw"]  # nothing single to show

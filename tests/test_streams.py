@@ -350,7 +350,7 @@ def test_vibration_readings_one_by_one_give_a_window_classification_per_hop(
     assert accuracy == pytest.approx(MANIFEST["vibration"]["int8_accuracy"], abs=0.005)
 
 
-def test_anomaly_events_are_published_only_when_the_state_changes(
+def test_anomaly_events_are_a_streams_first_state_and_then_its_changes(
     tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged]
 ) -> None:
     data = np.load(MODELS / "vibration_holdout.npz")
@@ -373,14 +373,18 @@ def test_anomaly_events_are_published_only_when_the_state_changes(
                       response_topic="replies/pump", correlation_data=str(n).encode())
         # One at a time: the state moves in the order the windows were taken.
         probe.next(timeout=10, topic="replies/pump")
-    events = [m.json()["result"] for m in probe.collect(len(order), 1.0,
-                                                        topic="edged/stream-box/alarms/pump7")]
+    published = [m.json()["result"] for m in probe.collect(len(order), 1.0,
+                                                           topic="edged/stream-box/alarms/pump7")]
+    # The stream's first result goes out whatever it says; then only the changes.
+    first, *events = published
+    assert first["first"] is True and first["changed"] is False
     p_normal = vibration_probabilities(windows[order])[:, 0]
     states = ["anomalous" if p < 0.5 else "normal" for p in p_normal]
     expected = [(before, now) for before, now in zip(["normal", *states], states, strict=False)
                 if before != now]
     print(f"\nanomaly: {len(order)} windows, states {states}, events "
           f"{[(e['previous'], e['state']) for e in events]}")
+    assert first["state"] == states[0]
     assert [(e["previous"], e["state"]) for e in events] == expected
     assert len(expected) == 4  # the model agrees with the labels on these windows
     assert all(e["changed"] is True and e["threshold"] == 0.5 for e in events)

@@ -7,6 +7,7 @@ them (nested with ``__``, e.g. ``EDGED_MQTT__PORT=1884``).
 
 
 from edged.config.base import Section
+from edged.config.frigate import FrigateConfig, ServedModel, UploadsConfig
 from edged.config.model import AnomalyConfig, ModelConfig, PhraseConfig
 from edged.config.mqtt import MqttConfig, TlsConfig
 from edged.config.route import (
@@ -34,6 +35,7 @@ __all__ = [
     "AnomalyConfig",
     "ChainLink",
     "DiscoveryConfig",
+    "FrigateConfig",
     "InputConfig",
     "LoggingConfig",
     "MetricsConfig",
@@ -43,9 +45,11 @@ __all__ = [
     "PhraseConfig",
     "RouteConfig",
     "Section",
+    "ServedModel",
     "Settings",
     "StageWindow",
     "TlsConfig",
+    "UploadsConfig",
     "WindowConfig",
     "load_settings",
 ]

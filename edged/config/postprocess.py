@@ -28,7 +28,9 @@ class YoloConfig(Section):
     iou_threshold: float = Field(0.45, gt=0, le=1, description="NMS: overlap that suppresses")
     class_agnostic: bool = Field(False, description="NMS across classes instead of per class")
     max_candidates: int = Field(
-        1000, ge=1, le=100_000, description="best-scoring boxes that enter NMS"
+        300, ge=1, le=100_000, description="at most this many boxes, the best-scoring ones, "
+        "enter NMS: it bounds the time of a frame where every box passes (NMS is quadratic; "
+        "docs/benchmarks.md). Raise it for scenes with more objects"
     )
     strides: tuple[int, ...] = Field(
         (8, 16, 32), min_length=1, max_length=8,
@@ -57,6 +59,11 @@ class AnchorsConfig(Section):
     nms: Literal["weighted", "plain"] = Field(
         "weighted", description="weighted: overlapping boxes are averaged by score "
         "(MediaPipe); plain: the best one is kept"
+    )
+    max_candidates: int = Field(
+        300, ge=1, le=100_000, description="at most this many anchors, the best-scoring "
+        "ones, enter NMS: it bounds the time of a frame where every anchor passes "
+        "(docs/benchmarks.md)"
     )
 
     @model_validator(mode="after")

@@ -22,10 +22,29 @@ INTRO = f"""\
      Regenerate with scripts/config_docs.sh. -->
 
 edged reads one YAML file, `{DEFAULT_CONFIG_PATH}` unless `--config FILE` says otherwise.
-Unknown keys are errors, reported by `edged check` with their key path and line.
-[`systemd/edged.yaml`](../systemd/edged.yaml) is a commented example, and
-[`edged.schema.json`](edged.schema.json) (`edged schema`) the JSON Schema that editors with
-the YAML language server complete and check the file against.
+`systemd/edged.yaml` in the repository is a commented example to start from. Unknown keys
+are errors, reported with their key path and line:
+
+```
+$ edged check --config edged.yaml
+edged: invalid configuration in edged.yaml:
+  - routes[0].deadlne_ms (line 20): unknown key; did you mean 'deadline_ms'?
+```
+
+`edged check --config FILE` validates the config, loads and runs every model once, and
+prints the runtime in use, each model's tensors and each route; it exits non-zero (78 for a
+config error, 1 for a model error) with a message saying what is wrong
+([Troubleshooting](troubleshooting.md) lists the messages). Relative model paths resolve
+against the config file's folder.
+
+**In an editor.** `edged schema` prints the configuration's JSON Schema
+([`edged.schema.json`](edged.schema.json)). An editor with the YAML language server (VS
+Code's YAML extension, Neovim, Helix, ...) completes and checks keys while you type when
+the file's first line names the schema beside it,
+`# yaml-language-server: $schema=edged.schema.json` (on a box:
+`edged schema > /etc/edged/edged.schema.json`). The schema checks keys, types, bounds and
+choices at the same key paths `edged check` names; the rules between keys (a route's model
+must exist, `hop` not over `size`, ...) only `edged check` knows.
 
 Keys outside lists and maps can also be set by environment variables, which override the
 file: `{ENV_PREFIX}` and the key path in capitals, nested with `__`

@@ -57,12 +57,40 @@ class LoggingConfig(Section):
 
 class DiscoveryConfig(Section):
     enabled: bool = Field(
-        False, description="publish Home Assistant MQTT discovery configs (retained) on "
-        "connect, so each route shows up as a sensor with edged's availability"
+        False, description="announce routes to Home Assistant through MQTT discovery: an "
+        "entity per route, or per source on a route whose subscription has wildcards, "
+        "available while edged is"
     )
     prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
+    status_topic: str | None = Field(
+        None, description="where Home Assistant says online when it starts (its birth "
+        "message); edged then publishes every config and state again. Unset: "
+        "{prefix}/status, Home Assistant's default"
+    )
+    max_sources: int = Field(
+        100, ge=1, le=10_000, description="per-source entities a wildcard route may have; "
+        "further sources are answered as usual but not announced, and counted"
+    )
+    expire_after_s: float = Field(
+        86_400.0, ge=1, le=31_536_000, description="a source silent this long has its "
+        "entities removed from Home Assistant (they come back when it sends again)"
+    )
+    min_interval_s: float = Field(
+        1.0, ge=0, le=3600, description="while a source's state stays the same, its "
+        "attributes (scores) are published at most this often; a new state goes at once"
+    )
 
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_topic(cls, value: str) -> str:
         return topics.validate_prefix(value)
+
+    @field_validator("status_topic")
+    @classmethod
+    def _status_is_a_topic(cls, value: str | None) -> str | None:
+        return None if value is None else topics.validate_prefix(value)
+
+    @property
+    def birth_topic(self) -> str:
+        """The topic Home Assistant announces itself on."""
+        return self.status_topic or f"{self.prefix}/status"

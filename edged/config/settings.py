@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from edged.config.frigate import FrigateConfig
 from edged.config.model import ModelConfig
 from edged.config.mqtt import MqttConfig
 from edged.config.route import RouteConfig
@@ -72,6 +73,8 @@ class Settings(BaseSettings):
         OutboxConfig(), description="results kept while the broker is unreachable")
     discovery: DiscoveryConfig = Field(
         DiscoveryConfig(), description="Home Assistant MQTT discovery")
+    frigate: FrigateConfig | None = Field(
+        None, description="serve Frigate's zmq detector (docs/frigate.md); off if unset")
 
     @classmethod
     def settings_customise_sources(
@@ -99,7 +102,23 @@ class Settings(BaseSettings):
                         f"route {route.name!r} uses model {model!r}, which is not under "
                         f"'models' (known: {known})"
                     )
+        if self.frigate is not None:
+            served: set[str] = set()
+            for entry in self.frigate.models:
+                if entry.model not in self.models:
+                    known = ", ".join(sorted(self.models)) or "none are configured"
+                    raise ValueError(f"frigate serves model {entry.model!r}, which is not "
+                                     f"under 'models' (known: {known})")
+                name = self.served_name(entry.model, entry.name)
+                if name in served:
+                    raise ValueError(f"frigate serves two models as {name!r}: give one a "
+                                     "name of its own")
+                served.add(name)
         return self
+
+    def served_name(self, model: str, name: str | None) -> str:
+        """The name Frigate asks for a served model by: given, or its file's basename."""
+        return name if name is not None else self.models[model].path.name
 
     def resolve_paths(self, base: Path) -> Settings:
         """Return a copy whose relative file paths are made absolute against ``base``."""

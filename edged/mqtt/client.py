@@ -63,7 +63,8 @@ class MqttClient:
     def __init__(self, config: MqttConfig, client_id: str, status_topic: str,
                  subscriptions: Sequence[str], on_message: Callable[[Inbound], None],
                  outbox: Outbox | None = None, material: Material | None = None,
-                 announce: Sequence[Outbound] = (), probe_topic: str | None = None,
+                 announce: Callable[[], Sequence[Outbound]] | None = None,
+                 probe_topic: str | None = None,
                  publish_qos: dict[str, int] | None = None) -> None:
         self._config = config
         self._client_id = client_id
@@ -87,8 +88,9 @@ class MqttClient:
         """Send a message, or queue it; never blocks (any thread). QoS 0 is dropped (and
         counted) while disconnected; QoS 1 and 2 wait in the outbox. Outgoing's own method:
         every answer goes through it, and a method here passing it on would add a frame."""
-        self.announce: list[Outbound] = list(announce)
-        """Published on every connect, after ``online`` (Home Assistant discovery)."""
+        self.announce: Callable[[], Sequence[Outbound]] = announce or tuple
+        """What to publish on every connect, after ``online`` (Home Assistant discovery):
+        asked afresh each time."""
         self.connected = threading.Event()
         self.loop_beat = time.monotonic()
         """When the MQTT thread last went round its loop (for the systemd watchdog)."""
@@ -191,9 +193,6 @@ class MqttClient:
                 self._out.unsubscribe(link, removed)
             if added:
                 self._out.subscribe(link, added, self._config.subscribe_qos)
-
-    def set_announce(self, messages: Sequence[Outbound]) -> None:
-        self.announce = list(messages)
 
     def summary(self) -> str:
         return self.state.summary()
@@ -307,7 +306,7 @@ class MqttClient:
         self._status_at = time.monotonic()
         qos = 0 if self._out.on_probation else 1
         for message in [Outbound(self._status_topic, b"online", qos=1, retain=True),
-                        *self.announce]:  # retained each time: the consumer may have restarted
+                        *self.announce()]:  # each time: the broker may have lost retained ones
             if qos < message.qos:
                 message = dataclasses.replace(message, qos=qos)
             if not self._out.send(message, None):

@@ -20,6 +20,7 @@ import numpy as np
 
 from edged.config.postprocess import AnchorsConfig
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -31,7 +32,14 @@ from edged.postprocess.base import (
     shape_text,
     sigmoid,
 )
-from edged.postprocess.boxes import center_to_corners, frame_detections, nms, weighted_nms
+from edged.postprocess.boxes import (
+    center_to_corners,
+    finite_rows,
+    frame_detections,
+    nms,
+    top_candidates,
+    weighted_nms,
+)
 from edged.postprocess.names import keypoint_names
 
 
@@ -107,14 +115,22 @@ class AnchorDecoder:
         scores = all_scores[np.arange(len(rows)), classes]
         keep = scores >= self.score_threshold
         rows, classes, scores = rows[keep], classes[keep], scores[keep]
+        best = top_candidates(scores, self.config.max_candidates)
+        rows, classes, scores = rows[best], classes[best], scores[best]
         raw = dequantize(np.asarray(outputs[self.regressors]).reshape(n, -1)[rows], spec_r)
+        placed = finite_rows(raw)  # a float model's NaN or infinity places nothing
+        if not placed.all():
+            rows, classes, scores, raw = rows[placed], classes[placed], scores[placed], \
+                raw[placed]
         centre = self.anchors[rows]
         xy = raw[:, :2] / self.scale + centre
         wh = raw[:, 2:4] / self.scale
         boxes = center_to_corners(xy[:, 0], xy[:, 1], wh[:, 0], wh[:, 1])
         points = None
         if self.config.keypoints:
-            kp = raw[:, 4:4 + 2 * self.config.keypoints].reshape(len(rows), -1, 2)
+            # The count is given, not inferred: a frame without a candidate has 0 rows.
+            kp = raw[:, 4:4 + 2 * self.config.keypoints].reshape(
+                len(rows), self.config.keypoints, 2)
             kp = kp / self.scale + centre[:, None, :]
             points = kp[..., ::-1]  # (x, y) -> (y, x)
         boxes, scores, classes, points = self._suppress(boxes, scores, classes, points)
@@ -153,5 +169,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("anchors", "SSD anchor heads without the post-process op (BlazeFace, palm)",
-               _bind, uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               _bind, uses_frame=True, entity=entity.DETECTIONS)

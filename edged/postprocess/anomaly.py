@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.errors import ModelExecutionError
+from edged.postprocess import entity
 from edged.postprocess.base import Array, Bound, Context, Kind, Result, dequantize
 from edged.postprocess.options import AnomalyOptions
 from edged.runtime.tensors import TensorSpec
@@ -68,8 +69,9 @@ class AnomalyTracker:
     """Anomaly state per source topic: each score moves its topic's state, and a result
     says whether the state changed (the pipeline publishes only those).
 
-    Every topic starts normal. With several workers, results can finish out of order; one
-    older than the topic's newest (by receive time ``at``) is reported but moves nothing.
+    Every topic starts normal; its first result says ``first``. With several workers,
+    results can finish out of order; one older than the topic's newest (by receive time
+    ``at``) is reported but moves nothing.
     Thread-safe and bounded: past ``max_topics``, the least recently heard topic goes.
     """
 
@@ -89,7 +91,10 @@ class AnomalyTracker:
             self._states.move_to_end(topic)
             if len(self._states) > self.options.max_topics:
                 self._states.popitem(last=False)
-            return self._result(score, before, now, stale=False)
+            result = self._result(score, before, now, stale=False)
+            if state is None:  # published whether it changed or not: nobody knows it yet
+                result["first"] = True
+            return result
 
     def _judge(self, score: float, anomalous: bool) -> bool:
         o = self.options
@@ -130,4 +135,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("anomaly", "a score judged normal or anomalous per source topic", _bind,
-               state_template="{{ value_json.result.state }}")
+               entity=entity.PROBLEM)

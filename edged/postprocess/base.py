@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edged.image import Geometry
+from edged.postprocess.entity import EntityView
 from edged.postprocess.options import PostOptions
 from edged.runtime.tensors import TensorSpec
 
@@ -65,16 +66,14 @@ class Decoder(Protocol):
     """What a decoder module exposes as ``DECODER``.
 
     ``bind`` checks the model's outputs (raising ValueError that says what was expected),
-    reads the decoder's settings and returns the bound function. ``state_template`` is the
-    Home Assistant value template of the sensor's state (None: no single value to show),
-    ``state_class`` its state class. ``uses_frame``: the route keeps how an image was
-    fitted, so results can be mapped back onto the frame."""
+    reads the decoder's settings and returns the bound function. ``entity`` is how its
+    results appear in Home Assistant (None: no single value to show). ``uses_frame``: the
+    route keeps how an image was fitted, so results can be mapped back onto the frame."""
 
     name: str
     summary: str
     uses_frame: bool
-    state_template: str | None
-    state_class: str | None
+    entity: EntityView | None
 
     def bind(self, context: Context) -> Bound: ...
 
@@ -87,8 +86,7 @@ class Kind:
     summary: str
     binder: Any
     uses_frame: bool = False
-    state_template: str | None = None
-    state_class: str | None = None
+    entity: EntityView | None = None
 
     def bind(self, context: Context) -> Bound:
         bound: Bound = self.binder(context)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from edged.errors import ModelExecutionError
+from edged.postprocess import entity
 from edged.postprocess.base import Array, Bound, Context, Kind, Result, dequantize, label_of
 from edged.runtime.tensors import TensorSpec
 
@@ -38,6 +41,9 @@ def classification(
     else:
         order = _best(values, spec, k)
         best, scores = order.tolist(), dequantize(values[order], spec).tolist()
+    if not math.isfinite(sum(scores)):  # finite only when every score is
+        raise ModelExecutionError("the model's output holds a score that is not a finite "
+                                  "number (NaN or infinity)")
     top = [
         {"index": i, "label": label_of(labels, i), "score": round(s, 6)}
         for i, s in zip(best, scores, strict=True)
@@ -85,4 +91,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("classification", "top-k classes of one score vector", _bind,
-               state_template="{{ value_json.result.label }}")
+               entity=entity.LABEL)

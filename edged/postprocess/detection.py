@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -47,6 +48,10 @@ class DetectionLayout:
         sizes = [math.prod(s.shape) for s in specs]
         boxes = [i for i, s in enumerate(specs) if len(s.shape) >= 2 and s.shape[-1] == 4]
         count = [i for i, n in enumerate(sizes) if n == 1]
+        if len(count) > 1:  # one detection at most: classes and scores hold one value too
+            count = ([i for i in count if any(w in specs[i].name.lower()
+                                              for w in ("count", "num"))]
+                     or [i for i in count if len(specs[i].shape) <= 1] or count[-1:])[:1]
         if len(boxes) != 1 or len(count) != 1:
             raise ValueError("detection needs one [1, N, 4] boxes output and one count output")
         pair = [i for i in range(4) if i not in (boxes[0], count[0])]
@@ -81,14 +86,16 @@ def detection(
     """Boxes scoring at least ``score_threshold``, best first, as fractions of the frame
     (``geometry`` undoes a letterbox or crop)."""
     boxes, classes, scores = _detections(outputs, specs, layout or DetectionLayout.of(specs))
+    # A score or class the model gave as NaN or infinity is no detection.
     keep = [i for i in np.argsort(-scores, kind="stable")
-            if np.isfinite(scores[i]) and scores[i] >= score_threshold]
+            if np.isfinite(scores[i]) and scores[i] >= score_threshold
+            and np.isfinite(classes[i])]
     if max_detections is not None:
         keep = keep[:max_detections]
     kept = boxes[keep] if keep else np.zeros((0, 4))
     if geometry is not None:
         kept = geometry.to_frame(kept)
-    kept = np.clip(np.nan_to_num(kept), 0.0, 1.0)
+    kept = np.round(np.clip(np.nan_to_num(kept), 0.0, 1.0), 5)  # as reported
     found = []
     for row, i in zip(kept, keep, strict=True):
         if row[2] <= row[0] or row[3] <= row[1]:
@@ -138,5 +145,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("detection", "SSD boxes from TFLite_Detection_PostProcess", _bind,
-               uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               uses_frame=True, entity=entity.DETECTIONS)

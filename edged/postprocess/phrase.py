@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from edged.errors import ModelExecutionError
+from edged.postprocess import entity
 from edged.postprocess.base import Array, Bound, Context, Kind, Result, dequantize
 
 
@@ -18,11 +20,13 @@ def _bind(context: Context) -> Bound:
     spec = specs[0]
 
     def process(outputs: Sequence[Array], /, **_: object) -> Result:
-        return {"score": float(dequantize(outputs[0], spec).reshape(-1)[0])}
+        score = float(dequantize(outputs[0], spec).reshape(-1)[0])
+        if not math.isfinite(score):
+            raise ModelExecutionError(f"the model's score is {score}, not a finite number")
+        return {"score": score}
 
     return Bound(process, f"one output {list(spec.shape)} holding one score")
 
 
 DECODER = Kind("phrase", "a one-phrase detector's score, published as an event when it "
-               "crosses phrase.threshold", _bind, state_template="{{ value_json.score }}",
-               state_class="measurement")
+               "crosses phrase.threshold", _bind, entity=entity.PHRASE)

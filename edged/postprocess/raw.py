@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from edged.errors import ModelExecutionError
 from edged.postprocess.base import Array, Bound, Context, Kind, Result
 from edged.runtime.tensors import TensorSpec
 
 
 def raw(outputs: Sequence[Array], specs: Sequence[TensorSpec]) -> Result:
-    """Every output tensor as it came out, with what it takes to dequantize it."""
+    """Every output tensor as it came out, with what it takes to dequantize it. JSON has no
+    NaN nor infinity: an output holding one is a ModelExecutionError that names it."""
+    for value, spec in zip(outputs, specs, strict=False):
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise ModelExecutionError(f"output {spec.name!r} holds NaN or infinity, which "
+                                      "JSON cannot carry")
     return {
         "outputs": [
             {

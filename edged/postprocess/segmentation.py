@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image
 
 from edged.config.postprocess import SegmentationConfig
+from edged.errors import ModelExecutionError
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -29,6 +31,7 @@ from edged.postprocess.base import (
 )
 
 Mode = Literal["scores", "single", "classes"]
+MAX_CLASS = 65_535  # a class map's values are class indices: 0 to this (a 16-bit PNG)
 
 
 def mode_of(shape: tuple[int, ...], dtype: np.dtype[Any], quantized: bool) -> Mode:
@@ -55,8 +58,12 @@ def rle(classes: Array) -> dict[str, Any]:
 
 
 def png(classes: Array) -> dict[str, Any]:
+    """A grey PNG of the class indices: 8-bit, or 16-bit when an index is over 255."""
     out = io.BytesIO()
-    Image.fromarray(classes.astype(np.uint8), mode="L").save(out, format="PNG")
+    if classes.size and int(classes.max()) > 255:
+        Image.fromarray(classes.astype(np.uint16)).save(out, format="PNG")
+    else:
+        Image.fromarray(classes.astype(np.uint8)).save(out, format="PNG")
     return {"format": "png", "size": list(classes.shape),
             "data": base64.b64encode(out.getvalue()).decode("ascii")}
 
@@ -100,13 +107,18 @@ class SegmentationDecoder:
             out = (values[..., 0] >= self.gate).astype(np.int64)
         else:
             out = values[..., 0].astype(np.int64)
+            low, high = int(out.min()), int(out.max())
+            if low < 0 or high > MAX_CLASS:
+                raise ModelExecutionError(
+                    f"the model's class map holds {low if low < 0 else high}, which is no "
+                    f"class index (0 to {MAX_CLASS})")
         return out
 
     def __call__(self, outputs: Sequence[Array], /, *, geometry: Geometry | None = None,
                  **_: Any) -> Result:
         rows, cols = visible(self.hw, geometry)
         classes = self.class_map(outputs[0])[rows, cols]
-        counts = np.bincount(classes.ravel().clip(0), minlength=1)
+        counts = np.bincount(classes.ravel(), minlength=1)
         total = classes.size
         found: list[dict[str, Any]] = []
         for k in np.flatnonzero(counts):
@@ -147,4 +159,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("segmentation", "per-class area and box of a segmentation mask", _bind,
-               uses_frame=True, state_template="{{ value_json.result.count }}")
+               uses_frame=True, entity=entity.AREAS)

@@ -17,6 +17,7 @@ import numpy as np
 
 from edged.config.postprocess import YoloConfig
 from edged.image import Geometry
+from edged.postprocess import entity
 from edged.postprocess.base import (
     Array,
     Bound,
@@ -28,11 +29,12 @@ from edged.postprocess.base import (
     shape_text,
     sigmoid,
 )
-from edged.postprocess.boxes import center_to_corners, frame_detections, nms
+from edged.postprocess.boxes import center_to_corners, finite_rows, frame_detections, nms
 from edged.postprocess.names import keypoint_names
 from edged.runtime.tensors import TensorSpec
 
 Layout = Literal["v5", "v8", "end2end", "split", "pose"]
+MAX_CLASS = 2**31  # end2end: a class value from here on is no class index
 
 
 @dataclass(frozen=True)
@@ -207,9 +209,10 @@ class YoloDecoder:
             # Objectness first (YOLOv5's own order): a box the model does not believe in
             # is dropped before its class scores are read.
             candidates = np.flatnonzero(rows[:, 4] >= gate)
+            candidates = self._best_v5(candidates, rows)
         else:
             candidates = np.flatnonzero(self._best_scores(output) >= gate)
-        candidates = self._best(candidates, rows, 4)
+            candidates = self._best(candidates, rows, 4)
         real = dequantize(np.ascontiguousarray(rows[candidates]), spec)
         points = None
         if layout == "v5":
@@ -221,7 +224,9 @@ class YoloDecoder:
             class_scores = real[:, 4:]
         classes = np.argmax(class_scores, axis=1)
         scores = class_scores[np.arange(len(real)), classes]
-        passed = scores >= self.score_threshold
+        # A float model's NaN or infinity (in a score or a box) places nothing.
+        passed = (scores >= self.score_threshold) & np.isfinite(scores) & \
+            finite_rows(real[:, :4])
         pixels = self._pixels(real[passed, :4])
         boxes = self._corners(real[passed, :4], "center", pixels)
         if points is not None:
@@ -248,13 +253,30 @@ class YoloDecoder:
         best = rows[candidates, column:column + width].max(axis=1)
         return candidates[np.argsort(-best.astype(np.float64), kind="stable")[:limit]]
 
+    def _best_v5(self, candidates: Array, rows: Array) -> Array:
+        """v5: at most ``max_candidates`` of the boxes whose objectness passed, ranked by
+        the score they are judged by (objectness x best class, from two dequantized
+        columns), so the cap never drops a box for one that scores less."""
+        limit = self.config.max_candidates
+        if candidates.size <= limit:
+            return candidates
+        spec = self.specs[0]
+        objectness = dequantize(rows[candidates, 4], spec)
+        best_class = dequantize(rows[candidates, 5:5 + self.plan.classes].max(axis=1), spec)
+        score = objectness * best_class
+        score = np.where(np.isfinite(score), score, -np.inf)
+        return candidates[np.argsort(-score, kind="stable")[:limit]]
+
     def _end2end(self, output: Array) -> tuple[Array, Array, Array, None]:
         spec = self.specs[0]
         rows = self._rows(output)
         candidates = np.flatnonzero(rows[:, 4] >= quantized_threshold(self.score_threshold,
                                                                         spec))
         real = dequantize(rows[candidates], spec)
-        real = real[np.isfinite(real).all(axis=1) & (real[:, 4] >= self.score_threshold)]
+        # A row that is no number anywhere, or whose class is not a class index, is no
+        # detection (exporters pad with such rows).
+        real = real[np.isfinite(real).all(axis=1) & (real[:, 4] >= self.score_threshold)
+                    & (real[:, 5] > -0.5) & (real[:, 5] < MAX_CLASS)]
         order = np.argsort(-real[:, 4], kind="stable")
         real = real[order]
         return (self._corners(real[:, :4], "corners", self._pixels(real[:, :4])), real[:, 4],
@@ -272,6 +294,9 @@ class YoloDecoder:
         scores = scores_all[np.arange(len(candidates)), classes]
         dist = dequantize(np.asarray(outputs[plan.box_output]).reshape(plan.anchors, -1)
                           [candidates], box_spec).reshape(-1, 4, self.config.reg_max)
+        placed = finite_rows(dist)  # a float model's NaN or infinity places nothing
+        if not placed.all():
+            dist = np.where(placed[:, None, None], dist, 0.0)
         dist = np.exp(dist - dist.max(axis=2, keepdims=True))  # softmax over the bins
         sides = (dist / dist.sum(axis=2, keepdims=True)) @ np.arange(self.config.reg_max)
         stride = self.anchor_stride[candidates][:, None]
@@ -281,7 +306,7 @@ class YoloDecoder:
         h, w = self.input_hw
         boxes = np.stack([x1y1[:, 1] / h, x1y1[:, 0] / w, x2y2[:, 1] / h, x2y2[:, 0] / w],
                          axis=1)
-        passed = scores >= self.score_threshold
+        passed = (scores >= self.score_threshold) & placed
         return boxes[passed], scores[passed], classes[passed], None
 
     # -- units --------------------------------------------------------------------------
@@ -319,5 +344,4 @@ def _bind(context: Context) -> Bound:
 
 
 DECODER = Kind("yolo", "YOLO v5/v8/v11, end-to-end, Edge TPU split head and pose", _bind,
-               uses_frame=True, state_template="{{ value_json.result.count }}",
-               state_class="measurement")
+               uses_frame=True, entity=entity.DETECTIONS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -37,7 +37,8 @@ class Backend:
 
 @functools.cache
 def select_backend(prefer: str | None = None) -> Backend:
-    """Return the preferred installed runtime, or the one named by ``prefer``.
+    """Return the preferred installed runtime, or the one named by ``prefer``, without
+    trying it (``edged.runtime.probe.choose_backend`` tries it first, in a child process).
 
     Raises RuntimeUnavailableError naming what was tried and why each failed.
     """
@@ -45,6 +46,11 @@ def select_backend(prefer: str | None = None) -> Backend:
     if not candidates:
         names = ", ".join(c[0] for c in CANDIDATES)
         raise RuntimeUnavailableError(f"unknown TFLite runtime {prefer!r}; known: {names}")
+    return import_backend(candidates)
+
+
+def import_backend(candidates: Iterable[tuple[str, str]]) -> Backend:
+    """The first of ``candidates`` (distribution, module) that imports."""
     failures = []
     for dist, module_name in candidates:
         try:

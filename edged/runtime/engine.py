@@ -7,11 +7,12 @@ calling thread. ``edged.runtime.isolation.ChildEngine`` runs one in a child proc
 from __future__ import annotations
 
 import ctypes
+from contextlib import nullcontext
 from typing import Any, Protocol
 
 import numpy as np
 
-from edged.runtime import edgetpu
+from edged.runtime import edgetpu, tflite_log
 from edged.runtime.backend import Backend
 from edged.runtime.delegates import DelegateError, DelegateSpec, EngineSpec
 from edged.runtime.tensors import TensorSpec, mismatch, specs_of
@@ -69,13 +70,14 @@ def new_interpreter(backend: Backend, spec: EngineSpec) -> Any:
     delegate fails, ModelLoadError-compatible ValueError/RuntimeError otherwise."""
     delegates = [load_delegate(backend, spec.delegate)] if spec.delegate else None
     try:
-        interpreter = backend.interpreter_class(
-            model_path=str(spec.model_path), num_threads=spec.num_threads,
-            experimental_delegates=delegates,
-        )
-        if spec.input_shape is not None:
-            _resize_input(interpreter, spec.input_shape)
-        interpreter.allocate_tensors()
+        with nullcontext() if delegates else tflite_log.quiet():
+            interpreter = backend.interpreter_class(
+                model_path=str(spec.model_path), num_threads=spec.num_threads,
+                experimental_delegates=delegates,
+            )
+            if spec.input_shape is not None:
+                _resize_input(interpreter, spec.input_shape)
+            interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         if spec.delegate is None:
             raise

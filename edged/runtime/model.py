@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -21,6 +18,7 @@ from edged.runtime.backend import Backend
 from edged.runtime.delegates import DelegateError, EngineSpec, Plan, plan_for
 from edged.runtime.engine import Engine, EngineFailure, check_compatible, new_interpreter
 from edged.runtime.isolation import start_engine
+from edged.runtime.probe import run_in_child
 from edged.runtime.tensors import TensorSpec
 
 __all__ = ["LoadedModel", "TensorSpec", "load_model", "make_engine"]
@@ -30,10 +28,6 @@ TFLITE_MAGIC = b"TFL3"
 # tflite-runtime 2.14 does not verify the flatbuffer: a truncated or corrupt file crashes
 # the process with SIGSEGV. With it, a model is opened in a throw-away child process first.
 UNVERIFIED_RUNTIMES = frozenset({"tflite-runtime"})
-_PROBE = (
-    "import sys; from {module} import Interpreter; "
-    "i = Interpreter(model_path=sys.argv[1]); i.allocate_tensors()"
-)
 
 
 INLINE_MAX_MS = 0.3
@@ -243,24 +237,17 @@ def _check_file(name: str, path: Path) -> None:
 
 
 def _probe_in_child(name: str, path: Path, backend: Backend) -> None:
-    module = backend.interpreter_class.__module__
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _PROBE.format(module=module), str(path)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ModelLoadError(f"model {name!r}: loading {path} did not finish in 120 s") from exc
-    if done.returncode < 0:
-        sig = signal.Signals(-done.returncode).name
+    done = run_in_child(backend.interpreter_class.__module__, path)
+    if done.returncode is None:
+        raise ModelLoadError(f"model {name!r}: loading {path}: {done.error}")
+    if done.signal_name:
         raise ModelLoadError(
-            f"model {name!r}: {backend.describe()} crashed ({sig}) opening {path}; "
-            "the file is truncated or corrupt"
+            f"model {name!r}: {backend.describe()} crashed ({done.signal_name}) opening "
+            f"{path}; the file is truncated or corrupt"
         )
     if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise ModelLoadError(
-            f"{backend.describe()} cannot load {path}: {lines[-1] if lines else 'unknown error'}"
+            f"{backend.describe()} cannot load {path}: {done.error or 'unknown error'}"
         )
 
 

@@ -39,7 +39,6 @@ class FakeBroker(FakeTransport):
         self.loop_beat = 0.0
         self.started = self.stopped = self.holding = False
         self.subscriptions: list[str] = []
-        self.announced: list[Outbound] = []
         self.on_undeliverable: Callable[[Outbound, str, str], None] = lambda m, r, t: None
 
     def deliver(self, message: Inbound) -> None:
@@ -62,8 +61,6 @@ class FakeBroker(FakeTransport):
     def set_subscriptions(self, filters: Sequence[str]) -> None:
         self.subscriptions = list(filters)
 
-    def set_announce(self, messages: Sequence[Outbound]) -> None:
-        self.announced = list(messages)
 
     def summary(self) -> str:
         return "connected (fake)"
