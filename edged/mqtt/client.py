@@ -334,6 +334,8 @@ class MqttClient:
         idle_ms, window_ms = LOOP_S * 1000, coalesce.window_s * 1000
         timers_at = 0.0
         try:
+            if link.early:  # what the broker sent right behind its CONNACK
+                self._handle(link, link.early)
             while not stop.is_set():
                 wakeup.asleep = True
                 if link.wants_write() != writing:

@@ -53,6 +53,8 @@ class Link:
         self._out_since = 0.0  # when the oldest unsent byte was queued (monotonic s)
         self.last_write = self.last_read = time.monotonic()
         self.bytes_read = 0
+        self.early: list[Packet] = []
+        """Packets that came after the CONNACK in the handshake's read, for the loop."""
         self.wake: Callable[[], None] = lambda: None
         """Called when bytes from another thread wait for the MQTT thread to send them."""
 
@@ -94,8 +96,10 @@ class Link:
             raise AfterConnect(f"the broker closed the connection after CONNECT "
                                f"({type(exc).__name__})") from exc
         connack = first[0]
-        if not isinstance(connack, ConnAck) or len(first) > 1:
+        if not isinstance(connack, ConnAck):
             raise packets.MalformedPacket("the broker's first packet is not a CONNACK")
+        # A resumed session's messages may come in the same read as the CONNACK.
+        self.early = first[1:]
         return connack
 
     # reading (MQTT thread)
