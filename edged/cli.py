@@ -19,7 +19,7 @@ from edged.frigate import serve as frigate_serve
 from edged.frigate import uploads as frigate_uploads
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
-from edged.server import Loaded, Server, load
+from edged.server import Loaded, Server, early_door, load
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -109,10 +109,18 @@ def run(config: Path, runtime: str | None) -> int:
     logs.configure(settings.logging.level, settings.logging.format)
     log = structlog.get_logger("edged")
     log.info("loading", config=str(config), version=__version__)
-    loaded = load(settings, runtime)
+    door = on_loaded = None
+    if settings.frigate is not None:  # Frigate's handshakes are answered as models load
+        door, on_loaded = early_door(settings)
+    try:
+        loaded = load(settings, runtime, on_loaded)
+    except BaseException:
+        if door is not None:
+            door.stop(0.0)
+        raise
     if loaded.runtime is not None:
         log.info("TFLite runtime", runtime=loaded.backend.describe(), how=loaded.runtime.how)
-    server = Server(settings, loaded, config_path=config)
+    server = Server(settings, loaded, config_path=config, door=door)
     server.run()
     return EX_OK
 

@@ -2,8 +2,8 @@
 normalise. Quantization to the model's input type is left to ``edged.preprocess``.
 
 JPEG is decoded with simplejpeg (libjpeg-turbo), which measured fastest
-(``scripts/bench_decode.py``) and can let libjpeg decode at 1/2, 1/4 or 1/8 scale when the
-model's input is much smaller than the frame. PNG, and JPEGs simplejpeg cannot handle
+(``scripts/benchmarks/bench_decode.py``) and can let libjpeg decode at 1/2, 1/4 or 1/8
+scale when the model's input is much smaller than the frame. PNG, and JPEGs simplejpeg cannot handle
 (CMYK, arithmetic coding), go through Pillow, which also does the resizing: its filters
 antialias when they shrink, so fine detail does not alias into the model's input.
 """
@@ -245,26 +245,33 @@ def fit(
     fh, fw = frame_size or (h, w)
     th, tw = options.height, options.width
     sh, sw = _scaled_size(h, w, options)
-    scaled = _resize(pixels, sh, sw)
     if options.resize == "stretch":
-        return scaled, Geometry(fh, fw)
+        return _resize(pixels, sh, sw), Geometry(fh, fw)
     top, left = (th - sh) // 2, (tw - sw) // 2
     geometry = Geometry(fh, fw, top / th, left / tw, sh / th, sw / tw)
     if options.resize == "letterbox":
         canvas = np.full((th, tw, pixels.shape[2]), options.pad_value, dtype=np.uint8)
-        canvas[top : top + sh, left : left + sw] = scaled
+        canvas[top : top + sh, left : left + sw] = _resize(pixels, sh, sw)
         return canvas, geometry
-    return scaled[-top : -top + th, -left : -left + tw], geometry
+    # crop: only the part of the frame that is kept is resized. Scaled whole first, a
+    # frame far from the model's aspect (a 1x4000 strip to 224x224) would be resized to
+    # 224x896000 pixels on the way.
+    ky, kx = h / sh, w / sw  # frame pixels per scaled pixel
+    box = (-left * kx, -top * ky, (tw - left) * kx, (th - top) * ky)
+    return _resize(pixels, th, tw, box), geometry
 
 
-def _resize(pixels: Array, height: int, width: int) -> Array:
-    if pixels.shape[:2] == (height, width):
+def _resize(pixels: Array, height: int, width: int,
+            box: tuple[float, float, float, float] | None = None) -> Array:
+    """Resize (the ``box`` of, left, top, right, bottom in frame pixels) to the size."""
+    if box is None and pixels.shape[:2] == (height, width):
         return pixels
     channels = pixels.shape[2]
     im = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
     # reducing_gap: shrink by whole factors first (cheap box filter), then filter
     # properly: near Pillow's full-quality result at a fraction of its cost.
-    out = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0))
+    out = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR, box=box,
+                               reducing_gap=3.0))
     return out.reshape(height, width, channels)
 
 

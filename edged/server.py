@@ -3,6 +3,7 @@ down cleanly. Signal handlers only set flags; the main thread acts on them."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import signal
@@ -58,9 +59,11 @@ class Loaded:
     """How the runtime was chosen (``edged check`` reports it); None: handed in."""
 
 
-def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
+def load(settings: Settings, prefer_runtime: str | None = None,
+         on_loaded: Callable[[str, LoadedModel], None] | None = None) -> Loaded:
     """Read the connection's material, open the spool, pick the runtime, load and warm up
-    every model. Raises ConfigError or ModelLoadError."""
+    every model (``on_loaded`` hears of each as it is ready). Raises ConfigError or
+    ModelLoadError."""
     material = Material.load(settings.mqtt)
     outbox = open_outbox(settings.outbox)
     choice = choose_backend(prefer_runtime)
@@ -70,7 +73,11 @@ def load(settings: Settings, prefer_runtime: str | None = None) -> Loaded:
                         reason=attempt.detail)
     backend = choice.backend
     try:
-        models = {name: load_model(name, cfg, backend) for name, cfg in settings.models.items()}
+        models = {}
+        for name, cfg in settings.models.items():
+            models[name] = load_model(name, cfg, backend)
+            if on_loaded is not None:
+                on_loaded(name, models[name])
     except BaseException:
         outbox.close()
         raise
@@ -97,7 +104,10 @@ class Server:
 
     def __init__(self, settings: Settings, loaded: Loaded, config_path: Path | None = None,
                  notifier: Notifier | None = None,
-                 make_transport: MakeTransport | None = None) -> None:
+                 make_transport: MakeTransport | None = None,
+                 door: FrigateDoor | None = None) -> None:
+        """``door``: the Frigate door, opened before the models loaded (``early_door``);
+        without one, it is opened here when the config has a frigate section."""
         self.settings = settings
         self.loaded = loaded
         self.config_path = config_path
@@ -126,8 +136,9 @@ class Server:
         self.door: FrigateDoor | None = None
         sink: Transport = self.mqtt
         if settings.frigate is not None:
-            self.door = open_door(settings, served, self._submit_shared, self.stats,
-                                  self.reload_requested.set)
+            self.door = door or open_door(settings, [], self.stats)
+            self.door.update(settings.frigate, served)
+            self.door.serve(self._submit_shared, self.reload_requested.set, self.stats)
             self.stats.add_door("frigate", self.door.snapshot)
             sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
         self.responder = Responder(sink, settings.device_id, prefix, self.stats,
@@ -409,13 +420,33 @@ class Server:
 
 
 def open_door(settings: Settings, served: list[frigate_serve.Served],
-              submit: Callable[[Inbound], None], stats: Stats,
-              on_upload: Callable[[], None]) -> FrigateDoor:
-    """The Frigate door (not yet bound). Raises ConfigError when pyzmq is missing."""
+              stats: Stats) -> FrigateDoor:
+    """The Frigate door (not yet bound, nothing to submit to yet). Raises ConfigError when
+    pyzmq is missing."""
     assert settings.frigate is not None
     try:
         from edged.frigate.door import FrigateDoor
     except ImportError as exc:
         raise ConfigError("frigate", [f"the Frigate door needs pyzmq ({exc}): install "
                                       "edged[frigate]"]) from None
-    return FrigateDoor(settings.frigate, served, submit, stats, on_upload=on_upload)
+    return FrigateDoor(settings.frigate, served, None, stats)
+
+
+def early_door(settings: Settings) -> tuple[FrigateDoor, Callable[[str, LoadedModel], None]]:
+    """The Frigate door, bound and serving handshakes before the models load (Frigate
+    waits 30 s for its answer), and the ``on_loaded`` for ``load`` that answers each served
+    model's handshakes as soon as it is loaded and checked. Raises ConfigError."""
+    assert settings.frigate is not None
+    config = settings.frigate
+    door = open_door(settings, [], Stats())  # the server's own stats replace these
+    door.loading([settings.served_name(m.model, m.name) for m in config.models])
+    door.bind()
+    door.start()
+
+    def on_loaded(name: str, model: LoadedModel) -> None:
+        for entry in config.models:
+            if entry.model == name:
+                # A model that cannot serve is reported by start-up with the rest.
+                with contextlib.suppress(ConfigError):
+                    door.ready(frigate_serve.bind_one(settings, entry, {name: model}))
+    return door, on_loaded

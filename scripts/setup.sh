@@ -68,7 +68,7 @@ if [ "$MODE" = "demo" ]; then
     exit 0
 fi
 .venv/bin/python -m pip install -q -e '.[dev]'
-scripts/fetch_models.sh   # third-party models and images the decoder tests use
+scripts/models/fetch_models.sh   # third-party models and images the decoder tests use
 
 # openWakeWord 0.5.1 is the last wheel that ships its models (melspectrogram, embedding and
 # per-phrase classifiers, as .tflite and .onnx). The wheel is fetched once into a cache,

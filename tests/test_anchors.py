@@ -1,6 +1,6 @@
 """edged.postprocess.anchors: anchor grids, weighted NMS by hand, and MediaPipe's real
 BlazeFace model against what MediaPipe's own pipeline found in the same image
-(tests/data/mediapipe_goldens.json, recorded by scripts/reference_goldens.py)."""
+(tests/data/mediapipe_goldens.json, recorded by scripts/models/reference_goldens.py)."""
 
 from __future__ import annotations
 

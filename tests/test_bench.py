@@ -1,4 +1,4 @@
-"""The benchmark's own parts (scripts/bench*.py, peer.py, sim_delegate.c): the simulated
+"""The benchmark's own parts (scripts/benchmarks/): the simulated
 accelerator holds each invoke and writes zeros, the seed-style peer answers as the model
 does, and a phase's answers are counted at the sender the way the tables say."""
 
@@ -23,7 +23,7 @@ from tests.support.broker import Broker
 from tests.support.daemon import MODELS
 
 # The bench's modules live in scripts/, which is not a package (they run as scripts).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmarks"))
 import bench_report  # type: ignore[import-not-found]
 from bench_load import (  # type: ignore[import-not-found]
     Answer,

@@ -1,5 +1,5 @@
 """The new decoders end to end: the real daemon, a real mosquitto, real third-party models
-(MediaPipe's, unzipped from its wheel by scripts/fetch_models.sh) and a real photograph,
+(MediaPipe's, unzipped from its wheel by scripts/models/fetch_models.sh) and a real photograph,
 checked against what MediaPipe's own pipeline found in it (tests/data/mediapipe_goldens.json),
 and ``edged check`` saying which decoder a model got and why, or refusing it."""
 
@@ -58,7 +58,8 @@ def widened(png: bytes) -> bytes:
     canvas = Image.new("RGB", (image.width * 3 // 2, image.height), (128, 128, 128))
     canvas.paste(image, (0, 0))
     out = io.BytesIO()
-    canvas.save(out, format="PNG")  # lossless: what MediaPipe saw (scripts/reference_goldens.py)
+    # lossless: what MediaPipe saw (scripts/models/reference_goldens.py)
+    canvas.save(out, format="PNG")
     return out.getvalue()
 
 

@@ -225,6 +225,21 @@ def test_crop_keeps_the_aspect_and_cuts_the_sides() -> None:
     assert geometry == Geometry(48, 64, 0.0, -4 / 24, 1.0, 32 / 24)
 
 
+def test_crop_resizes_only_what_it_keeps() -> None:
+    """A 1x40000 strip cropped into 224x224: scaled whole first it would be 224 x 8.96
+    million pixels (6 GB) on the way; only its centre 1x175 pixels are resized (issue 20:
+    frames whose aspect is far from the model's)."""
+    strip = np.zeros((1, 40_000, 3), np.uint8)
+    strip[0, 20_000:] = 255  # the right half white: the centre column is where it changes
+    fitted, geometry = fit(strip, rgb(224, 224, resize="crop"))
+    assert fitted.shape == (224, 224, 3)
+    assert fitted[:, 0].max() < 10 and fitted[:, -1].min() > 245
+    assert geometry.height == 1.0 and geometry.width == 40_000
+    for tall in ((40_000, 1, 3), (3, 1, 3)):
+        assert fit(np.full(tall, 128, np.uint8), rgb(224, 224, resize="crop"))[0].shape == \
+            (224, 224, 3)
+
+
 def test_geometry_maps_input_boxes_back_onto_the_frame() -> None:
     letterbox = Geometry(48, 64, 4 / 32, 0.0, 24 / 32, 1.0)
     # The content's own extent in the input is the whole frame.

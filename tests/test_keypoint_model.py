@@ -1,4 +1,4 @@
-"""The bundled MoveNet-layout model (scripts/keypoint_model.py, 17 coloured dots) against
+"""The bundled MoveNet-layout model (scripts/models/keypoint_model.py, 17 coloured dots) against
 its scenes' ground truth: decoded by edged directly, and end to end through mosquitto as
 letterboxed PNG frames, where the keypoints must come back in the frame's own fractions."""
 

@@ -1,4 +1,4 @@
-"""scripts/build-deb.sh, tested the way a field engineer uses its package: built here,
+"""scripts/packaging/build-deb.sh, tested the way a field engineer uses its package: built here,
 installed with apt into a fresh Debian 12 root (debootstrap, from the Debian registry),
 checked inside (``edged check``, ``systemd-analyze verify``), upgraded to a rebuilt package
 with a changed shipped config over a locally edited one, removed, and purged."""
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.package, pytest.mark.timeout(
 
 
 def build(out: Path, *args: str) -> Path:
-    done = subprocess.run([str(REPO / "scripts/build-deb.sh"), "--out", str(out), *args],
+    done = subprocess.run([str(REPO / "scripts/packaging/build-deb.sh"), "--out", str(out), *args],
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return Path(done.stdout.strip().splitlines()[-1])

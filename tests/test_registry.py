@@ -29,6 +29,15 @@ def test_the_config_takes_exactly_the_registered_names() -> None:
         ModelConfig(path=Path("m.tflite"), postprocess="boxes")
 
 
+def test_every_registered_decoder_has_property_tests() -> None:
+    """A decoder is not registered without the property tests of issue 20 (that it is
+    total on every output its layouts admit): tests/test_decoder_properties.py must have a
+    builder for each name in DECODERS."""
+    from tests.test_decoder_properties import BUILDERS
+
+    assert sorted(BUILDERS) == sorted(registry.DECODERS)
+
+
 def test_unknown_names_are_refused_by_load_too() -> None:
     with pytest.raises(ValueError, match="unknown postprocess 'nope'"):
         registry.load("nope")

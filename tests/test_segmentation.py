@@ -1,6 +1,6 @@
 """edged.postprocess.segmentation: hand-computed masks, and MediaPipe's real selfie
 segmentation model against the mask MediaPipe's own pipeline made of the same image
-(tests/data/mediapipe_goldens.json, recorded by scripts/reference_goldens.py)."""
+(tests/data/mediapipe_goldens.json, recorded by scripts/models/reference_goldens.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The pipelined worker of an accelerator, with the simulated accelerator
-(scripts/sim_delegate.c) and the real digits model: the next job is prepared while the model
-runs, and no job is lost, stalled or answered twice on the way."""
+(scripts/benchmarks/sim_delegate.c) and the real digits model: the next job is prepared
+while the model runs, and no job is lost, stalled or answered twice on the way."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from edged.types import Inbound, Outbound
 from tests.support.daemon import MODELS
 from tests.support.fakes import FakeTransport
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmarks"))
 from bench_targets import build_sim_delegate  # type: ignore[import-not-found]
 
 FRAME = np.rint(np.load(MODELS / "digits_holdout.npz")["images"][0] * 255).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""The in-process instrument for accelerator workers (scripts/worker_timeline.py): the
+"""The in-process instrument for accelerator workers (scripts/benchmarks/worker_timeline.py): the
 simulated accelerator records when each invoke held it, on the clock edged uses."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from edged.runtime import select_backend
 from tests.support.daemon import MODELS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmarks"))
 from bench_targets import build_sim_delegate  # type: ignore[import-not-found]
 from worker_timeline import Timeline, gaps_summary  # type: ignore[import-not-found]
 
@@ -41,7 +41,7 @@ def test_the_sim_delegate_records_each_invoke_on_the_monotonic_clock(tmp_path: P
 
 
 def test_the_sim_delegate_writes_its_record_at_exit_when_asked(tmp_path: Path) -> None:
-    """For a daemon measured from outside (scripts/bench.py runs edged as a process)."""
+    """For a daemon measured from outside (scripts/benchmarks/bench.py runs edged as a process)."""
     accel = build_sim_delegate(tmp_path, "sim:1")
     script = (
         "import sys; from edged.runtime import select_backend; b = select_backend(); "

@@ -1,4 +1,4 @@
-"""The bundled YOLO-layout shapes detectors (scripts/yolo_model.py): the v8 layout decoded
+"""The bundled YOLO-layout shapes detectors (scripts/models/yolo_model.py): the v8 layout decoded
 by edged and by edgefirst-decoder from the same real int8 outputs; both layouts against
 the scenes' ground truth, directly and end to end through mosquitto as letterboxed PNG
 frames."""
@@ -108,7 +108,7 @@ def test_bundled_yolo_models_find_the_shapes(kind: str) -> None:
     score = f1(results, HOLD["boxes"], HOLD["classes"], HOLD["counts"])
     entry = MANIFEST[f"yolo_{kind}"]
     print(f"\nyolo {kind}: F1 {score:.4f} decoded by edged; manifest (NumPy decode in "
-          f"scripts/yolo_model.py) {entry['int8_accuracy']:.4f}")
+          f"scripts/models/yolo_model.py) {entry['int8_accuracy']:.4f}")
     assert score >= entry["int8_accuracy"] - 0.02
 
 

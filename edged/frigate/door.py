@@ -11,10 +11,12 @@ its own, so one slow request holds up no other detector's.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
 import math
+import os
 import queue
 import threading
 import time
@@ -58,12 +60,16 @@ class FrigateDoor:
     ``submit`` hands a message to the pipeline (the same call the MQTT thread makes)."""
 
     def __init__(self, config: FrigateConfig, served: Sequence[Served],
-                 submit: Callable[[Inbound], None], stats: Stats,
+                 submit: Callable[[Inbound], None] | None, stats: Stats,
                  clock: Clock = time.monotonic,
                  on_upload: Callable[[], None] | None = None) -> None:
         self.config = config
         self._served = {s.name: s for s in served}
         self._submit = submit
+        """The pipeline's door; None while the models still load (detections get zeros)."""
+        self._loading: set[str] = set()
+        """Names served once their model is loaded: their handshakes wait meanwhile."""
+        self._held: dict[str, list[tuple[zmq.Socket[bytes], list[bytes]]]] = {}
         self._stats = stats
         self._clock = clock
         self._context = zmq.Context()
@@ -91,7 +97,9 @@ class FrigateDoor:
     # lifecycle
 
     def bind(self) -> None:
-        """Bind every endpoint. Raises ConfigError saying which one failed and why."""
+        """Bind every endpoint (once). Raises ConfigError saying which failed and why."""
+        if self._socket is not None:
+            return
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
@@ -126,6 +134,8 @@ class FrigateDoor:
 
     def start(self) -> None:
         assert self._socket is not None, "bind first"
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._run, name="frigate", daemon=True)
         self._thread.start()
 
@@ -143,13 +153,46 @@ class FrigateDoor:
             self._socket.close(0)
         self._context.term()
 
+    def loading(self, names: Sequence[str]) -> None:
+        """Before the models load: handshakes for ``names`` wait for ``ready``, as Frigate
+        waits 30 s for its answer; other names are unknown."""
+        self._loading = set(names)
+
+    def ready(self, served: Served) -> None:
+        """A served model is loaded and checked: answer its handshakes from now on (and
+        those waiting). Its detections get zeros until the pipeline serves (``serve``)."""
+
+        def mark() -> None:
+            self._served[served.name] = served
+            self._loading.discard(served.name)
+            for sock, envelope in self._held.pop(served.name, []):
+                self._answer_handshake(sock, envelope, served)
+
+        self._call(mark)
+
+    def serve(self, submit: Callable[[Inbound], None],
+              on_upload: Callable[[], None] | None, stats: Stats) -> None:
+        """The pipeline is up: detections go to ``submit`` from now on, counted in the
+        server's ``stats``."""
+
+        def attach() -> None:
+            self._submit, self._on_upload, self._stats = submit, on_upload, stats
+
+        self._call(attach)
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the door's thread (or here, before it runs)."""
+        if self._thread is None or not self._thread.is_alive():
+            fn()
+        else:
+            self._wakeup.call(fn).wait(10.0)
+
     def update(self, config: FrigateConfig, served: Sequence[Served]) -> None:
-        """A reload: serve ``served`` with ``config`` from the next request on; endpoints
-        that changed are bound anew. Runs on the door's thread."""
+        """Serve ``served`` with ``config`` from the next request on (at start, and on a
+        reload); endpoints that changed are bound anew. Runs on the door's thread."""
 
         def swap() -> None:
-            assert self._socket is not None
-            if list(config.endpoints) != self._bound:
+            if self._socket is not None and list(config.endpoints) != self._bound:
                 for endpoint in self._bound:
                     try:
                         self._socket.unbind(endpoint)
@@ -164,11 +207,13 @@ class FrigateDoor:
             self._served = {s.name: s for s in served}
             self._fits.clear()
             self._reported.clear()
+            self._loading.clear()
+            for name, held in self._held.items():
+                for sock, envelope in held:  # a model a reload removed before it loaded
+                    self._unknown(sock, envelope, name)
+            self._held.clear()
 
-        if self._thread is None or not self._thread.is_alive():
-            swap()
-            return
-        self._wakeup.call(swap).wait(10.0)
+        self._call(swap)
 
     # the sink's side (any thread)
 
@@ -211,6 +256,11 @@ class FrigateDoor:
             except zmq.ZMQError as exc:  # e.g. EINTR
                 log.debug("poll", error=str(exc))
                 ready = {}
+            if ready.get(self._wakeup.fd):
+                # Drained whenever it is readable: a wake-up written just after ``woke``
+                # looked would otherwise leave a byte that makes every poll return at once.
+                with contextlib.suppress(OSError):
+                    os.read(self._wakeup.fd, 4096)
             self._wakeup.woke()
             try:
                 if ready.get(sock):
@@ -270,14 +320,27 @@ class FrigateDoor:
     def _model_request(self, sock: zmq.Socket[bytes], envelope: list[bytes],
                        request: ModelRequest) -> None:
         served = self._served.get(request.name)
-        if served is None:
-            self._count("handshake_unknown")
-            log.warning("Frigate asked for a model edged does not serve",
-                        model_name=request.name, served=sorted(self._served),
-                        fix="set frigate.models[].name to the basename of Frigate's "
-                        "model.path, or serve that model")
-            self._send(sock, envelope, protocol.handshake(False))
+        if served is None and request.name in self._loading:
+            self._count("handshakes_held")
+            log.info("Frigate asked for a model still loading; answering once it is ready",
+                     model_name=request.name, ready=sorted(self._served))
+            self._held.setdefault(request.name, []).append((sock, envelope))
             return
+        if served is None:
+            self._unknown(sock, envelope, request.name)
+            return
+        self._answer_handshake(sock, envelope, served)
+
+    def _unknown(self, sock: zmq.Socket[bytes], envelope: list[bytes], name: str) -> None:
+        self._count("handshake_unknown")
+        log.warning("Frigate asked for a model edged does not serve",
+                    model_name=name, served=sorted(self._served | dict.fromkeys(self._loading)),
+                    fix="set frigate.models[].name to the basename of Frigate's "
+                    "model.path, or serve that model")
+        self._send(sock, envelope, protocol.handshake(False))
+
+    def _answer_handshake(self, sock: zmq.Socket[bytes], envelope: list[bytes],
+                          served: Served) -> None:
         self._remember(envelope[0], served.name)
         self._count("handshakes")
         log.info("Frigate detector connected", model_name=served.name,
@@ -318,9 +381,11 @@ class FrigateDoor:
             kept = uploads.keep(config, request.name, request.data, model_type)
             log.info("Frigate upload checked and kept; serving it from the reload",
                      model_name=kept.name, path=str(kept.path), postprocess=kept.postprocess)
+            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
+            while self._on_upload is None and time.monotonic() < end:
+                time.sleep(0.05)  # uploaded while edged still loads: reload once it serves
             if self._on_upload is not None:
                 self._on_upload()
-            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
             while request.name not in self._served and time.monotonic() < end:
                 time.sleep(0.05)
             ok = request.name in self._served
@@ -349,12 +414,15 @@ class FrigateDoor:
 
     def _served_for(self, identity: bytes, request: Detect) -> Served | None:
         """The model this detector asked for at its handshake; without one (edged
-        restarted since, say), the only served model whose input the tensor fits."""
+        restarted under it, say), the only served model whose input the tensor fits and
+        whose decoder serves the frame's model type."""
         name = self._peers.get(identity)
         if name is not None:  # None when a reload stopped serving that name
             return self._served.get(name)
+        kind = request.model_type
         fitting = [s for s in self._served.values()
-                   if isinstance(self._fit(s, request), Fit)]
+                   if isinstance(self._fit(s, request), Fit) and (kind is None or (
+                       s.model_type in (None, kind) and decoder_fits(kind, s.decoder) is None))]
         if len(fitting) == 1:
             self._remember(identity, fitting[0].name)
             return fitting[0]
@@ -383,14 +451,17 @@ class FrigateDoor:
             if not self._served:
                 self._zeros(sock, envelope, "no_model")
                 return
-            self._count("zeros_no_model")
+            # Zeros would keep such a detector sending frames that can never be served:
+            # no answer makes it time out, reset and ask for its model again, once.
+            self._count("unanswered_no_model")
             if self._log_rate.allow():
-                log.warning("a detection request for no model served: its detector asked "
-                            "for a name no longer served, or it made no handshake and its "
-                            "tensor fits no single served model",
+                log.warning("a detection request for no model served, left unanswered so "
+                            "that its detector resets and makes its handshake again: it "
+                            "asked for a name no longer served, or it made no handshake "
+                            "with this edged and its frame fits no single served model",
                             asked=self._peers.get(envelope[0]), shape=list(request.shape),
-                            dtype=request.dtype.name, served=sorted(self._served))
-            self._send(sock, envelope, ZEROS)
+                            dtype=request.dtype.name, model_type=request.model_type,
+                            served=sorted(self._served))
             return
         model_type = request.model_type
         if model_type is not None:
@@ -405,6 +476,9 @@ class FrigateDoor:
         if isinstance(how, str):
             self._mismatch(served, f"input:{request.shape}:{request.dtype.name}", how)
             self._zeros(sock, envelope, "mismatch", served)
+            return
+        if self._submit is None:  # the models still load: nothing can run yet
+            self._zeros(sock, envelope, "loading", served)
             return
         if len(self._pending) >= self.config.max_pending:
             self._zeros(sock, envelope, "overload", served)

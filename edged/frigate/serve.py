@@ -81,18 +81,18 @@ def bind(settings: Settings, models: Mapping[str, LoadedModel]) -> list[Served]:
     """The served models, bound. Raises ConfigError saying what cannot work (``edged
     check`` and start-up, never on a request)."""
     config = settings.frigate
-    if config is None:
-        return []
-    out = []
-    for entry in config.models:
-        name = settings.served_name(entry.model, entry.name)
-        where = f"frigate.models[{entry.model}]"
-        model = models[entry.model]
-        try:
-            out.append(_bind_one(config, entry, name, model, models))
-        except ValueError as exc:
-            raise ConfigError(where, [str(exc)]) from None
-    return out
+    return [] if config is None else [bind_one(settings, e, models) for e in config.models]
+
+
+def bind_one(settings: Settings, entry: ServedModel,
+             models: Mapping[str, LoadedModel]) -> Served:
+    """One served model, bound (``models`` holds its model). Raises ConfigError."""
+    assert settings.frigate is not None
+    name = settings.served_name(entry.model, entry.name)
+    try:
+        return _bind_one(settings.frigate, entry, name, models[entry.model], models)
+    except ValueError as exc:
+        raise ConfigError(f"frigate.models[{entry.model}]", [str(exc)]) from None
 
 
 def _bind_one(config: FrigateConfig, entry: ServedModel, name: str, model: LoadedModel,

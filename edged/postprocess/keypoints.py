@@ -21,26 +21,27 @@ from edged.postprocess.base import (
     Context,
     Kind,
     Result,
-    box_dict,
     dequantize,
     one_output,
     shape_text,
     to_frame_points,
 )
-from edged.postprocess.boxes import keypoint_dicts
+from edged.postprocess.boxes import keypoint_lists
 from edged.postprocess.names import keypoint_names
 
 MULTI_KEYPOINTS = 17
 
 
-def pose_box(values: Array, geometry: Geometry | None) -> dict[str, float]:
-    """A multi-pose box in the frame: corners in order even when the model gave them the
-    wrong way round, a side the model gave as NaN at 0 and infinity at the frame's edge."""
-    box = np.nan_to_num(np.asarray(values, dtype=np.float64).reshape(1, 4), posinf=1.0,
+def pose_boxes(values: Array, geometry: Geometry | None) -> list[dict[str, float]]:
+    """Multi-pose boxes [N, 4] in the frame: corners in order even when the model gave them
+    the wrong way round, a side the model gave as NaN at 0 and infinity at the frame's
+    edge."""
+    box = np.nan_to_num(np.asarray(values, dtype=np.float64).reshape(-1, 4), posinf=1.0,
                         neginf=0.0)
-    framed = geometry.to_frame(box)[0] if geometry is not None else np.clip(box[0], 0, 1)
-    ys, xs = np.sort(framed[0::2]), np.sort(framed[1::2])
-    return box_dict((ys[0], xs[0], ys[1], xs[1]))
+    framed = geometry.to_frame(box) if geometry is not None else np.clip(box, 0, 1)
+    ys, xs = np.sort(framed[:, 0::2], axis=1), np.sort(framed[:, 1::2], axis=1)
+    rows = np.round(np.stack([ys[:, 0], xs[:, 0], ys[:, 1], xs[:, 1]], axis=1), 5).tolist()
+    return [dict(zip(("ymin", "xmin", "ymax", "xmax"), row, strict=True)) for row in rows]
 
 
 def layout_of(shape: tuple[int, ...], wanted: str) -> tuple[Literal["single", "multi"], int]:
@@ -80,16 +81,21 @@ class PoseDecoder:
             rows = values.reshape(-1, 3 * MULTI_KEYPOINTS + 5)
             points = rows[:, :3 * MULTI_KEYPOINTS].reshape(len(rows), MULTI_KEYPOINTS, 3)
             boxes, scores = rows[:, -5:-1], rows[:, -1]
-        order = [int(i) for i in np.argsort(-scores, kind="stable")
-                 if np.isfinite(scores[i]) and scores[i] >= self.threshold]
+        passed = np.flatnonzero(np.isfinite(scores) & (scores >= self.threshold))
+        if not passed.size:  # the common frame: nobody there
+            return {"count": 0, "poses": []}
+        order = passed[np.argsort(-scores[passed], kind="stable")][:self.max_poses]
+        # Every pose's keypoints and box mapped, rounded and converted at once.
+        pts = np.array(points[order], dtype=np.float64, copy=True)
+        pts[..., :2] = to_frame_points(pts[..., :2], geometry)
+        keypoints = keypoint_lists(pts, self.names, self.config.min_score)
+        framed = pose_boxes(boxes[order], geometry) if boxes is not None else None
         poses = []
-        for i in order[:self.max_poses]:
-            pts = np.array(points[i], dtype=np.float64, copy=True)
-            pts[:, :2] = to_frame_points(pts[:, :2], geometry)
-            pose: dict[str, Any] = {"score": round(float(scores[i]), 6)}
-            if boxes is not None:
-                pose["box"] = pose_box(boxes[i], geometry)
-            pose["keypoints"] = keypoint_dicts(pts, self.names, self.config.min_score)
+        for n, score in enumerate(np.round(scores[order].astype(np.float64), 6).tolist()):
+            pose: dict[str, Any] = {"score": score}
+            if framed is not None:
+                pose["box"] = framed[n]
+            pose["keypoints"] = keypoints[n]
             poses.append(pose)
         return {"count": len(poses), "poses": poses}
 

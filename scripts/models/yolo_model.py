@@ -1,4 +1,4 @@
-"""Two small YOLO-style detectors of the shapes scenes (scripts/detection_model.py makes
+"""Two small YOLO-style detectors of the shapes scenes (scripts/models/detection_model.py makes
 the data), in layouts no registry package ships a model of:
 
 - ``shapes_yolov8_int8.tflite``: one int8 output ``[1, 4 + 3, 64]`` as Ultralytics'
@@ -9,7 +9,7 @@ the data), in layouts no registry package ships a model of:
   bottom x 16 bins, in stride units, softmax + expectation decoded on the CPU) at strides
   8, 16 and 32 of the 64x64 input (64 + 16 + 4 = 84 anchors at cell centres).
 
-Both take uint8 pixels (pixel/255). Used by ``scripts/make_models.py --only yolo``;
+Both take uint8 pixels (pixel/255). Used by ``scripts/models/make_models.py --only yolo``;
 development only (TensorFlow).
 """
 

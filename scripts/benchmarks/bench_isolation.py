@@ -5,7 +5,7 @@ The accelerator is stood in for by the passthrough test delegate (tests/delegate
 here with ``cc``), which leaves every node on the CPU, so the difference between the two
 columns is the isolation's own cost: a socket round trip and two copies of the tensors.
 
-    .venv/bin/python scripts/bench_isolation.py [--n 2000]
+    .venv/bin/python scripts/benchmarks/bench_isolation.py [--n 2000]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from edged.config import ModelConfig  # noqa: E402

@@ -4,13 +4,13 @@ an empty frame (nothing passes the threshold: the common case), a typical one (a
 strong objects in noise) and the worst (every box, anchor or pixel class passes), and
 print the figures (a Markdown table with --markdown).
 
-    .venv/bin/python scripts/bench_postprocess.py [--repeat 200] [--only WORD]
+    .venv/bin/python scripts/benchmarks/bench_postprocess.py [--repeat 200] [--only WORD]
 
 Outputs are synthetic but shaped like the real models' (COCO YOLO at 640 and 320 px,
 BlazeFace and the palm detector, MoveNet, selfie and 21-class segmentation), so
 thresholds, candidate caps, NMS and the quantized gating do the work they do in the
 field. MediaPipe's BlazeFace and selfie segmentation are also timed on their real
-outputs for the test photograph when scripts/fetch_models.sh has cached them. One
+outputs for the test photograph when scripts/models/fetch_models.sh has cached them. One
 thread; medians after warm-up, in microseconds: the thread's CPU time per call (steady
 on a machine shared with other work) and the wall time.
 """
@@ -34,7 +34,7 @@ from edged.postprocess.registry import postprocessor_for
 from edged.runtime.tensors import TensorSpec
 
 Array = np.ndarray[Any, Any]
-CACHE = Path(__file__).resolve().parents[1] / ".cache" / "third_party"
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "third_party"
 GEOMETRY = Geometry(480, 640, 0.125, 0.0, 0.75, 1.0)  # 640x480 letterboxed: boxes mapped
 
 
@@ -274,7 +274,7 @@ def real_cases() -> list[Case]:
     from edged.image import ImageOptions, decode_frame
     from edged.runtime import select_backend
 
-    models = Path(__file__).resolve().parents[1] / "models"
+    models = Path(__file__).resolve().parents[2] / "models"
     jobs: list[tuple[str, Path, dict[str, Any], str, dict[str, Any]]] = [
         ("anchors BlazeFace, real outputs (astronaut.png)",
          CACHE / "face_detection_short_range.tflite", {"mean": (0.5,), "std": (0.5,)},
@@ -290,7 +290,7 @@ def real_cases() -> list[Case]:
     out = []
     for name, path, image_keys, kind, keys in jobs:
         if not path.exists():
-            print(f"{name}: {path} is not there (scripts/fetch_models.sh); left out")
+            print(f"{name}: {path} is not there (scripts/models/fetch_models.sh); left out")
             continue
         interp = select_backend().interpreter_class(model_path=str(path))
         interp.allocate_tensors()

@@ -5,19 +5,20 @@ How to run (after scripts/setup.sh; every run starts its own mosquitto on a free
 port, with set_tcp_nodelay true as the README tells operators, unless --broker-nagle):
 
   # tiny real model (openWakeWord hey_jarvis, fetched once into .cache/), edged vs the peer
-  .venv/bin/python scripts/bench.py --model hey_jarvis --rates 1000 4000 --peer
+  .venv/bin/python scripts/benchmarks/bench.py --model hey_jarvis --rates 1000 4000 --peer
   # the highest rate with >= 99 % on time and no late answer, for edged and for the peer;
   # the raw receiver costs a few us an answer where paho's costs tens (and, on a busy
   # 2-core box, drops answers at 8000/s), so at such rates it leaves the cores to the servers
-  .venv/bin/python scripts/bench.py --model hey_jarvis --peer --find-max 1000 --receiver raw
+  .venv/bin/python scripts/benchmarks/bench.py --model hey_jarvis --peer --find-max 1000 \
+      --receiver raw
   # simulated 4 ms accelerator, 1 worker, 150 KB frames (mobilenet's 224x224x3 uint8)
-  .venv/bin/python scripts/bench.py --model mobilenet --accelerator sim:4 --workers 1 \
+  .venv/bin/python scripts/benchmarks/bench.py --model mobilenet --accelerator sim:4 --workers 1 \
       --loads 0.5 1 2 4
   # the same through a mosquitto left at its defaults (Nagle's algorithm on)
-  .venv/bin/python scripts/bench.py --model mobilenet --accelerator sim:4 --workers 1 \
+  .venv/bin/python scripts/benchmarks/bench.py --model mobilenet --accelerator sim:4 --workers 1 \
       --loads 0.5 1 2 --broker-nagle
   # MobileNetV2 on the CPU, 1 worker, at 2x and 4x one interpreter's raw capacity
-  .venv/bin/python scripts/bench.py --model mobilenet --workers 1 --loads 2 4 --peer
+  .venv/bin/python scripts/benchmarks/bench.py --model mobilenet --workers 1 --loads 2 4 --peer
 
 Figures drift with what else runs on the machine: each row gives the whole machine's CPU
 share while it ran (machine %); compare edged and the peer within one run.
@@ -26,7 +27,7 @@ What it does:
 1. Measures the raw capacity: invokes per second of --workers interpreters in threads, no
    MQTT (with the --accelerator's delegate when given: capacity ~ workers * 1000 / MS).
 2. Starts edged (``python -m edged run``) with edged's own defaults for every route and
-   service setting that no flag gives, and with --peer also scripts/peer.py (paho's
+   service setting that no flag gives, and with --peer also scripts/benchmarks/peer.py (paho's
    on_message -> invoke -> publish on the Response Topic). Each serves its own topic, so the
    one not under test gets no traffic; before each phase the bench waits until both are idle.
 3. Drives open-loop load (constant rate, or Poisson with --poisson) at multiples of the raw
@@ -59,7 +60,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import bench_report as report
 from bench_load import Loader, Phase, renice
@@ -96,7 +97,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--accelerator", metavar="sim:MS",
                    help="simulated accelerator: an external delegate whose invoke sleeps MS ms")
     p.add_argument("--peer", action="store_true",
-                   help="also measure the seed-style loop (scripts/peer.py) at every level")
+                   help="also measure the seed-style loop (scripts/benchmarks/peer.py) at "
+                        "every level")
     p.add_argument("--deadline-ms", type=float, default=100.0)
     p.add_argument("--relative-deadline", action="store_true",
                    help="send the user property deadline_ms (from receipt) instead of the "

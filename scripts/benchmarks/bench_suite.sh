@@ -2,9 +2,9 @@
 # The benchmark runs behind docs/benchmarks.md ("The hot path"), one after the other, each
 # writing its table to docs/bench/<name>.txt and its JSON beside it. Run it on a quiet
 # machine: other work on the same cores shows up as latency and CPU edged did not cause.
-#   scripts/bench_suite.sh [NAME ...]   (default: all; names as below)
+#   scripts/benchmarks/bench_suite.sh [NAME ...]   (default: all; names as below)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 D=${DURATION:-10}
 out=docs/bench
@@ -13,7 +13,7 @@ mkdir -p "$out"
 run() {
     local name=$1; shift
     echo "== $name: bench.py $*" >&2
-    "$PY" scripts/bench.py "$@" --json-out "$out/$name.json" 2>&1 \
+    "$PY" scripts/benchmarks/bench.py "$@" --json-out "$out/$name.json" 2>&1 \
         | grep -v -E 'sent +[0-9]+ t=' | tee "$out/$name.txt"
 }
 

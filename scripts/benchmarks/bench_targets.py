@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).resolve().parent  # scripts/benchmarks: peer.py, sim_delegate.c
 CACHE = REPO / ".cache"
 MODELS = {
     "mobilenet": REPO / "models" / "mobilenet_v2_1.0_224_quant.tflite",
@@ -78,7 +78,7 @@ class Accelerator:
 
 
 def build_sim_delegate(out: Path, spec: str) -> Accelerator:
-    """``sim:MS``: compile scripts/sim_delegate.c into ``out``."""
+    """``sim:MS``: compile scripts/benchmarks/sim_delegate.c into ``out``."""
     kind, _, ms = spec.partition(":")
     if kind != "sim" or not ms:
         raise SystemExit(f"--accelerator {spec!r}: use sim:MS, e.g. sim:4")
@@ -265,7 +265,7 @@ def start_edged(work: Path, config: dict[str, Any]) -> subprocess.Popen[bytes]:
 
 def start_peer(work: Path, port: int, topic: str, model: Path,
                accel: Accelerator | None) -> subprocess.Popen[bytes]:
-    """scripts/peer.py, returned once it has subscribed."""
+    """scripts/benchmarks/peer.py, returned once it has subscribed."""
     cmd = [sys.executable, str(SCRIPTS / "peer.py"), "--port", str(port), "--model",
            str(model), "--topic", topic]
     if accel is not None:

@@ -8,7 +8,7 @@ paho's figures are its own decoder (paho.mqtt._packet.decode_publish with Proper
 after the fixed header is split off, which paho's socket reader does separately) and its own
 PUBLISH builder (Client._send_publish into a captured queue, Properties built per message).
 
-    .venv/bin/python scripts/bench_packets.py
+    .venv/bin/python scripts/benchmarks/bench_packets.py
 """
 
 from __future__ import annotations

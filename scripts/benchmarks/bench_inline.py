@@ -4,10 +4,10 @@ with the broker left out, one message per read or several. It prints edged's CPU
 (thread time, best and median of 7 rounds) and, with --profile, cProfile's top functions.
 
 What it leaves out is what the daemon pays on top on a real box: the wake-up from poll() and
-the cold caches of a thread that slept while the broker and the clients ran (scripts/bench.py
-measures the whole process against the seed-style loop).
+the cold caches of a thread that slept while the broker and the clients ran
+(scripts/benchmarks/bench.py measures the whole process against the seed-style loop).
 
-    .venv/bin/python scripts/bench_inline.py [--messages 35000] [--batch 1 4] [--profile]
+    .venv/bin/python scripts/benchmarks/bench_inline.py [--messages 35000] [--batch 1 4] [--profile]
         [--count] [--loop]
 """
 

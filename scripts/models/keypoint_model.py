@@ -9,7 +9,7 @@ coordinates are its soft-argmax (the expected position under a spatial softmax),
 a sigmoid of a separate per-keypoint logit, all inside the graph, so the TFLite model ends
 in the layout itself. uint8 pixels in (pixel/255), float32 out, as MoveNet's int8 models.
 
-Used by ``scripts/make_models.py --only keypoints``; development only (TensorFlow).
+Used by ``scripts/models/make_models.py --only keypoints``; development only (TensorFlow).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measure JPEG decoders the way edged uses them, and print the figures.
 
-    python scripts/bench_decode.py [--repeat 200]
+    python scripts/benchmarks/bench_decode.py [--repeat 200]
 
 For each decoder that imports (Pillow, simplejpeg, PyTurboJPEG, OpenCV headless) and each
 frame size, it times two things on the same synthetic camera-like JPEG (quality 90,

@@ -11,7 +11,7 @@ takes the time from publishing the chunk that completed the detecting step (know
 openWakeWord's own pipeline run on the clip beforehand) to the event's arrival, and it reads
 the CPU time edged, the broker and this process used from /proc.
 
-    .venv/bin/python scripts/bench_listen.py --streams 1 8 16 32 --seconds 20
+    .venv/bin/python scripts/benchmarks/bench_listen.py --streams 1 8 16 32 --seconds 20
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.support.audio import (  # noqa: E402

@@ -2,7 +2,7 @@
 # Build dist/edged_<version>_<arch>.deb for this machine's architecture and Python, to
 # install on a Debian-based box with `apt install ./edged_<version>_<arch>.deb`:
 #
-#   scripts/build-deb.sh [--version V] [--config FILE] [--out DIR]
+#   scripts/packaging/build-deb.sh [--version V] [--config FILE] [--out DIR]
 #
 #   --version V     the package's version (default: pyproject.toml's)
 #   --config FILE   ship FILE as /etc/edged/edged.yaml (default: systemd/edged.yaml)
@@ -20,7 +20,7 @@
 # where systemd runs. `apt remove` keeps /etc/edged and the spool (/var/lib/edged);
 # `apt purge` deletes them. Needs dpkg-deb and python3-venv (scripts/setup.sh installs it).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 REPO=$PWD
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
@@ -67,8 +67,8 @@ License: Apache-2.0 (/usr/share/common-licenses/Apache-2.0). The wheels in
 EOF
 
 echo "/etc/edged/edged.yaml" > "$ROOT/DEBIAN/conffiles"
-install -m 0755 "$REPO/scripts/deb/postinst" "$REPO/scripts/deb/prerm" \
-    "$REPO/scripts/deb/postrm" "$ROOT/DEBIAN/"
+install -m 0755 "$REPO/scripts/packaging/deb/postinst" "$REPO/scripts/packaging/deb/prerm" \
+    "$REPO/scripts/packaging/deb/postrm" "$ROOT/DEBIAN/"
 cat > "$ROOT/DEBIAN/control" <<EOF
 Package: edged
 Version: $VERSION

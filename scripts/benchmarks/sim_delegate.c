@@ -1,4 +1,4 @@
-/* A simulated accelerator for scripts/bench.py: an external delegate that claims every node
+/* A simulated accelerator for scripts/benchmarks/bench.py: an external delegate that claims every node
  * of the graph with one kernel whose Invoke sleeps (nanosleep: off the CPU, the way an Edge
  * TPU holds the invoke while the host thread waits) and then writes zeros to the outputs.
  * Goodput under overload then measures the serving process, not the CPU share the harness

@@ -1,7 +1,7 @@
 """The shapes detector bundled with edged: synthetic data, an SSD-style model, and its
 conversion to a full-integer TFLite model that ends in ``TFLite_Detection_PostProcess``.
 
-Used by ``scripts/make_models.py --only detection``; development only (TensorFlow).
+Used by ``scripts/models/make_models.py --only detection``; development only (TensorFlow).
 
 Images are 64x64 RGB: a random background colour with a brightness gradient and gaussian
 noise, and one to three non-overlapping filled shapes (circle, square, upward triangle) of

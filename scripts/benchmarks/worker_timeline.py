@@ -2,21 +2,21 @@
 """In-process measurement of one accelerator worker: how busy edged keeps the accelerator.
 
 No broker and no other process: the real pipeline (admission, scheduler, worker, runner,
-session, responder) with MobileNetV2 on the simulated accelerator (scripts/sim_delegate.c),
-fed open-loop from a thread that stands in for the MQTT thread. The delegate records when
-each invoke started and ended, so the accelerator's idle gap between two invokes is
-measured where it happens.
+session, responder) with MobileNetV2 on the simulated accelerator
+(scripts/benchmarks/sim_delegate.c), fed open-loop from a thread that stands in for the MQTT
+thread. The delegate records when each invoke started and ended, so the accelerator's idle
+gap between two invokes is measured where it happens.
 
-  .venv/bin/python scripts/worker_timeline.py --loads 0.5 1 2 4 --duration 5
+  .venv/bin/python scripts/benchmarks/worker_timeline.py --loads 0.5 1 2 4 --duration 5
   # the MQTT thread's share of the GIL at 2x/4x, roughly: Python work per frame it reads
-  .venv/bin/python scripts/worker_timeline.py --loads 2 4 --reader-us 300
+  .venv/bin/python scripts/benchmarks/worker_timeline.py --loads 2 4 --reader-us 300
 
-For edged run as a process (scripts/bench.py), the delegate writes the same record when the
-process exits, and this script summarises it:
+For edged run as a process (scripts/benchmarks/bench.py), the delegate writes the same
+record when the process exits, and this script summarises it:
 
-  SIM_DELEGATE_TIMELINE=/tmp/sim .venv/bin/python scripts/bench.py --model mobilenet \
+  SIM_DELEGATE_TIMELINE=/tmp/sim .venv/bin/python scripts/benchmarks/bench.py --model mobilenet \
       --accelerator sim:4 --workers 1 --loads 4 --duration 8
-  .venv/bin/python scripts/worker_timeline.py --read /tmp/sim.PID   # edged's PID
+  .venv/bin/python scripts/benchmarks/worker_timeline.py --read /tmp/sim.PID   # edged's PID
 
 It first runs a bare interpreter loop (what bench.py calls the raw capacity), then edged's
 pipeline at each load (a multiple of that capacity): answers on time within --deadline-ms
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench_targets import build_sim_delegate
 
@@ -50,7 +50,7 @@ from edged.runtime import load_model, select_backend
 from edged.stats import Stats
 from edged.types import Inbound, Outbound
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+MODEL = Path(__file__).resolve().parents[2] / "models" / "mobilenet_v2_1.0_224_quant.tflite"
 
 
 class Timeline:

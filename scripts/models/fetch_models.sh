@@ -7,7 +7,7 @@
 #                                   segmentation, as its own pipeline runs them
 #   scikit-image 0.26.0 (BSD-3):    astronaut.png (Eileen Collins, NASA, public domain)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 CACHE=.cache/third_party
 # The project's virtualenv has pip; Debian's python3 may not.
 PIP_PYTHON=${PIP_PYTHON:-.venv/bin/python}

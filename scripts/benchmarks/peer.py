@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The seed-style loop: the baseline that scripts/bench.py measures edged against (--peer).
+"""The seed-style loop: the baseline that scripts/benchmarks/bench.py measures edged against
+(--peer).
 
 What a user writes before reaching for a daemon: one paho-mqtt 2.x client, one interpreter,
 and inside ``on_message``: raw payload -> ``set_tensor`` -> ``invoke`` -> argmax and score
@@ -7,7 +8,8 @@ as JSON -> publish on the message's Response Topic with its Correlation Data, at
 the request. TCP_NODELAY is on, as edged sets it. No deadlines, no queue, no stats: it
 answers every request, however late (the sender counts the late ones).
 
-  python scripts/peer.py --port 1883 --model models/digits_int8.tflite --topic bench/peer/in
+  python scripts/benchmarks/peer.py --port 1883 --model models/digits_int8.tflite \
+      --topic bench/peer/in
 
 Prints "ready" on stdout once subscribed; SIGTERM or SIGINT disconnects and exits.
 """
