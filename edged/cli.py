@@ -17,6 +17,7 @@ from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from edged.errors import ConfigError, EdgedError, ModelLoadError, RuntimeUnavailableError
 from edged.frigate import serve as frigate_serve
 from edged.frigate import uploads as frigate_uploads
+from edged.mqtt import Material
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
 from edged.runtime.delegates import DelegateError
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "check":
             sub.add_argument("--no-broker", action="store_true",
                              help="do not connect to the broker to time the way back")
+            sub.add_argument("--broker", action="store_true",
+                             help="check the broker only: what it announces, whether every "
+                                  "route can work there, and what edged will do about it")
             sub.add_argument("--no-sandbox", action="store_true",
                              help="as root, do not open the files as the service's user "
                                   "through its unit's sandbox")
@@ -103,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check":
+            if args.broker:
+                return check_broker(args.config)
             return check(args.config, args.runtime, broker=not args.no_broker,
                          sandbox=not args.no_sandbox, unit=args.unit)
         if args.command == "devices":
@@ -198,17 +204,38 @@ def check(config: Path, runtime: str | None, broker: bool = True, sandbox: bool 
                   f"timeout {settings.frigate.request_timeout_ms} ms")
         if sandbox and not _service_view(settings, config, unit):
             return EX_CONFIG
-        if broker and loaded.material is not None:
-            device = topics.safe_level(settings.device_id)
-            tag = f"check-{os.getpid()}"
-            report = probe_broker(settings.mqtt, loaded.material, f"edged-{device}-{tag}",
-                                  f"{settings.mqtt.topic_prefix}/{device}/probe/{tag}")
-            print("\n".join(report.lines()))
+        if broker and loaded.material is not None and not _broker_report(settings,
+                                                                          loaded.material):
+            return EX_FAILURE
     finally:
         if loaded.outbox is not None:
             loaded.outbox.close()
     print("ok")
     return EX_OK
+
+
+def check_broker(config: Path) -> int:
+    settings = load_settings(config)
+    print(f"config   {config}: valid")
+    if not _broker_report(settings, Material.load(settings.mqtt)):
+        return EX_FAILURE
+    print("ok")
+    return EX_OK
+
+
+def _broker_report(settings: Settings, material: Material) -> bool:
+    """Print what the broker announces and what edged does about it; False when a route
+    cannot work there."""
+    device = topics.safe_level(settings.device_id)
+    tag = f"check-{os.getpid()}"
+    report = probe_broker(settings.mqtt, material, f"edged-{device}-{tag}",
+                          f"{settings.mqtt.topic_prefix}/{device}/probe/{tag}",
+                          publish_qos={r.name: r.publish_qos for r in settings.routes},
+                          filters=[r.subscribe for r in settings.routes])
+    print("\n".join(report.lines()))
+    if report.fatal:
+        print("edged: a route cannot work on this broker (see `error` above)", file=sys.stderr)
+    return not report.fatal
 
 
 def _service_view(settings: Settings, config: Path, unit: Path | None) -> bool:

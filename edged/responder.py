@@ -161,6 +161,17 @@ class Responder:
                         reason=reason, error=text)
             self._publish(Outbound(self.errors_topic, payload, qos=0))
 
+    def undeliverable(self, message: Outbound, reason: str, text: str) -> None:
+        """A message the broker will never take (``too_large``, ``refused``): a small error
+        on the errors topic and, for an answer to a request, to its requester in its place.
+        Both at QoS 0: a refusal of either is never reported again."""
+        payload = results.undeliverable_payload(self.device_id, message, reason, text)
+        if message.correlation_data is not None and message.topic != self.errors_topic:
+            self._publish(Outbound(message.topic, payload, qos=0,
+                                   correlation_data=message.correlation_data))
+        if self._error_rate.allow():
+            self._publish(Outbound(self.errors_topic, payload, qos=0))
+
     def _mask(self, message: Inbound, topic: str, qos: int, mask: bytes,
               to_route: bool) -> None:
         """A mask on its own topic: after the requester's answer, on the Response Topic +

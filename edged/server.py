@@ -146,6 +146,7 @@ class Server:
             sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
         self.responder = Responder(sink, settings.device_id, prefix, self.stats,
                                    entities=self.entities)
+        self.mqtt.on_undeliverable = self.responder.undeliverable
         self.pipeline = Pipeline(routes, self.responder, sink, self.stats,
                                  niceness=settings.worker_niceness)
         # Two doors feed the pipeline from two threads: then one message at a time.
@@ -176,6 +177,7 @@ class Server:
                 material=loaded.material,
                 announce=lambda: self.entities.everything(),
                 probe_topic=f"{settings.mqtt.topic_prefix}/{device}/probe",
+                publish_qos={r.name: r.publish_qos for r in settings.routes},
             )
         return make
 
