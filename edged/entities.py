@@ -43,7 +43,8 @@ class _Held:
     heard: float
     """When its source last sent (monotonic s), or when an earlier run's entity was found."""
     latest: tuple[dict[str, Any], str, float] | None = None
-    """The summary of the latest result, its topic and receipt time; None: no state held."""
+    """The latest result, its topic and receipt time; None: no state held. Summarized
+    only when published: most results change nothing Home Assistant shows."""
     value: Any = None
     published: float = float("-inf")
     pending: bool = False
@@ -90,15 +91,14 @@ class Entities:
                     return
             held.heard = now
             view = held.entity.view
-            summary = view.summarize(result)
             if view.platform == "event":
                 if result.get("detected"):
-                    out.append(self.catalog.state_message(held.entity, summary, topic,
-                                                          received_wall))
+                    out.append(self.catalog.state_message(
+                        held.entity, view.summarize(result), topic, received_wall))
             else:
-                value = summary.get(view.state_key)
+                value = result.get(view.state_key)  # the summary keeps it as it is
                 first = held.latest is None
-                held.latest = (summary, topic, received_wall)
+                held.latest = (result, topic, received_wall)
                 interval = self.catalog.config.min_interval_s
                 if first or value != held.value or now - held.published >= interval:
                     held.value, held.published, held.pending = value, now, False
@@ -142,8 +142,9 @@ class Entities:
     def _state(self, held: _Held) -> Outbound:
         if held.latest is None:
             return self.catalog.unknown_message(held.entity)
-        summary, topic, wall = held.latest
-        return self.catalog.state_message(held.entity, summary, topic, wall)
+        result, topic, wall = held.latest
+        return self.catalog.state_message(held.entity, held.entity.view.summarize(result),
+                                          topic, wall)
 
     # what the broker and Home Assistant say
 
@@ -186,6 +187,8 @@ class Entities:
         with self._lock:
             if ids is not None and ids in self._held:
                 return
+            if any(h.entity.config_topic == topic for h in self._held.values()):
+                return  # an older edged's config of an entity this run announces anew
             entity = self.catalog.entity(*ids) if ids is not None else None
             full = (entity is not None and entity.source is not None
                     and self._sources[entity.route] >= self.catalog.config.max_sources)

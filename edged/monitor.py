@@ -65,6 +65,10 @@ class RouteLine:
     """Messages received a second over the last interval; None with one snapshot."""
     ok_rate: float | None
     """On-time answers a second over the last interval."""
+    superseded: int = 0
+    """Replaced by newer messages from the same source (queue: latest): not refusals."""
+    windows: int | None = None
+    """A windowed route's model inputs; ``received`` then counts messages of readings."""
 
 
 def interval_s(view: BoxView) -> float | None:
@@ -90,6 +94,8 @@ def route_lines(view: BoxView) -> list[RouteLine]:
             {str(k): int(v) for k, v in (r.get("failed") or {}).items()},
             total.get("p50"), total.get("p99"), int(r.get("queue_depth", 0)),
             _per_second(r, old, "received", span), _per_second(r, old, "succeeded", span),
+            int(r.get("superseded", 0)),
+            int(r["windows"]) if r.get("windows") is not None else None,
         ))
     return lines
 
@@ -147,9 +153,25 @@ ROUTE_COLUMNS = ("ROUTE", "MODEL", "RECEIVED", "ON TIME", "LATE", "P50 MS", "P99
                  "IN/S", "OK/S", "REFUSED")
 
 
+def _received(line: RouteLine) -> str:
+    """A window route's messages (of readings) and the windows made of them, as two
+    figures: it answers once per window, not per message."""
+    if line.windows is None:
+        return str(line.received)
+    return f"{line.received} messages, {line.windows} windows"
+
+
+def _not_run(line: RouteLine) -> str:
+    refused = _refused(line.refused)
+    if not line.superseded:
+        return refused
+    newer = f"superseded {line.superseded}"
+    return newer if refused == "-" else f"{refused}; {newer}"
+
+
 def route_table(lines: list[RouteLine], with_rates: bool) -> list[str]:
-    rows = [[r.name, r.model, str(r.received), str(r.on_time), str(r.late), _ms(r.p50),
-             _ms(r.p99), str(r.queue), _rate(r.in_rate), _rate(r.ok_rate), _refused(r.refused)]
+    rows = [[r.name, r.model, _received(r), str(r.on_time), str(r.late), _ms(r.p50),
+             _ms(r.p99), str(r.queue), _rate(r.in_rate), _rate(r.ok_rate), _not_run(r)]
             for r in lines]
     columns = list(ROUTE_COLUMNS)
     if not with_rates:

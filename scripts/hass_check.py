@@ -11,7 +11,8 @@ broker, so this script sees exactly what Home Assistant shows. The scenario:
 2. edged stops: every entity must be unavailable.
 3. edged starts again: the sources' entities must show unknown, not the old states, until
    their sources send; one source sends again.
-4. Home Assistant's log is searched for warnings about edged's messages and templates.
+4. Home Assistant restarts: every state must come back as it was.
+5. Home Assistant's log is searched for warnings about edged's messages and templates.
 
     PYTHONPATH=. .venv/bin/python scripts/hass_check.py [--python python3.13]
         [--venv DIR] [--version 2025.4.4]
@@ -369,7 +370,26 @@ def main() -> int:
                 np.load(MODELS / "vibration_holdout.npz")["windows"][0].tolist()).encode())
             states.wait(lambda f: f.get("binary_sensor.edged_pump_7_bearing", {})
                         .get("state") in ("on", "off"), 30)
-            states.show("pump-7 sent a window again")
+            before = states.show("pump-7 sent a window again")
+
+            # Home Assistant restarts: it must find every state again (retained, and
+            # published again when it says online on homeassistant/status).
+            home = procs[2]
+            home.send_signal(signal.SIGTERM)
+            home.wait(120)
+            with states.lock:
+                states.entities.clear()
+            procs.append(subprocess.Popen([str(hass), "-c", str(work / "ha")],
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            states.wait(lambda f: f.get("binary_sensor.edged_pump_7_bearing", {})
+                        .get("state") in ("on", "off"), 120)
+            time.sleep(3)
+            after = states.show("Home Assistant restarted")
+            changed = [k for k, v in before.items() if not k.startswith("event.")
+                       and after.get(k, {}).get("state") != v.get("state")]
+            if changed:
+                failures.append(f"states changed across Home Assistant's restart: {changed}")
         finally:
             for proc in reversed(procs):
                 if proc.poll() is None:
@@ -378,12 +398,13 @@ def main() -> int:
                         proc.wait(60)
                     except subprocess.TimeoutExpired:
                         proc.kill()
-        log = (work / "ha" / "home-assistant.log")
-        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        lines = [line for name in ("home-assistant.log.1", "home-assistant.log")
+                 if (work / "ha" / name).exists()
+                 for line in (work / "ha" / name).read_text(errors="replace").splitlines()]
         about = [line for line in lines if any(w in line for w in (
             "edged", "Template", "template", "mqtt", "MQTT")) and (
             "WARNING" in line or "ERROR" in line)]
-        print(f"\n== Home Assistant's log: {len(lines)} lines, {len(about)} warnings or "
+        print(f"\n== Home Assistant's logs: {len(lines)} lines, {len(about)} warnings or "
               "errors about MQTT, templates or edged")
         for line in about[:40]:
             print("  " + line[:220])

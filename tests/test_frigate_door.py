@@ -4,12 +4,15 @@ as Frigate's zmq plugin does (tests/support/frigate.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.support.broker import Broker
 from tests.support.daemon import Edged
@@ -23,6 +26,7 @@ from tests.support.frigate import (
     frigate_config,
     start,
     stats,
+    status_topic,
 )
 from tests.support.probe import Probe
 
@@ -170,6 +174,7 @@ def test_uploads_when_enabled_are_checked_served_and_kept_across_restarts(
     store = tmp_path / "uploads"
     config = frigate_config(broker.port, tmp_path / "f.sock", uploads={
         "enabled": True, "dir": str(store), "max_bytes": 1_000_000, "labelmap": "coco-80"})
+    config["device_id"] = "upload-box"  # the module's edged runs beside this one
     edged = start(tmp_path, config, probe)
     daemons.append(edged)
     endpoint = f"ipc://{tmp_path / 'f.sock'}"
@@ -198,5 +203,57 @@ def test_uploads_when_enabled_are_checked_served_and_kept_across_restarts(
     assert later.initialize()  # the handshake waits in ZeroMQ until edged binds
     assert later.last_reply == {"model_available": True, "model_loaded": True}
     # Handshakes are answered as each model is ready; frames get zeros until edged serves.
-    again.wait_online(probe, "edged/test-box/status", timeout=60)
+    again.wait_online(probe, status_topic(config), timeout=60)
     np.testing.assert_allclose(later.detect(tensor), rows)
+
+
+def check(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "edged.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "edged", "check", "--no-broker",
+                           "--config", str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_check_shows_what_the_door_serves_and_refuses_what_cannot_work(
+        tmp_path: Path) -> None:
+    config = frigate_config(1883, tmp_path / "f.sock")
+    done = check(tmp_path, config)
+    assert done.returncode == 0, done.stderr
+    assert "frigate  shapes_detect_int8.tflite: shapes (detection, input " in done.stdout
+    assert "frigate  yolo.tflite: yolo (yolo, input " in done.stdout
+    assert "3 classes with Frigate ids, threshold 0.4, model_type yologeneric" in done.stdout
+    config["frigate"]["models"][0]["model_type"] = "yologeneric"
+    done = check(tmp_path, config)
+    assert done.returncode != 0
+    assert ("Frigate model_type yologeneric needs postprocess yolo; the model's postprocess "
+            "is detection") in done.stderr
+    config["frigate"]["models"][0].update(model_type="rfdetr")
+    assert "needs a decoder edged does not have" in check(tmp_path, config).stderr
+    config["frigate"]["models"][0].update(model_type=None, labelmap="coco-80")
+    done = check(tmp_path, config)
+    assert "none of the model's classes (circle, square, triangle) has an id" in done.stderr
+
+
+def test_a_detector_without_a_handshake_is_placed_by_its_frame_or_made_to_ask(
+        served: tuple[Edged, str], clients: list[FrigateClient]) -> None:
+    """As after a restart of edged under a running Frigate: its REQ socket reconnects by
+    itself and sends frames to an edged that never heard its handshake."""
+    _, endpoint = served
+    tensor = IMAGES[0].reshape(1, 64, 64, 3)
+    reference = client(clients, endpoint, "/config/yolo.tflite", model_type="yologeneric",
+                       timeout_ms=5000)
+    assert reference.initialize()
+    want = reference.detect(tensor)
+    typed = client(clients, endpoint, "/config/yolo.tflite", model_type="yologeneric",
+                   timeout_ms=5000)
+    typed.ready = True  # no handshake: the frame's type names the one model it fits
+    np.testing.assert_allclose(typed.detect(tensor), want)
+    assert typed.counts.resets == 0
+    # Both served models take this frame: no answer, so the detector resets and asks.
+    untyped = client(clients, endpoint, SHAPES, timeout_ms=500)
+    untyped.ready = True
+    header = {"shape": [1, 64, 64, 3], "dtype": "uint8"}
+    assert not untyped.detect(tensor, header=header).any()
+    assert untyped.counts.resets == 1 and untyped.ready  # its new handshake went through
+    assert untyped.detect(tensor)[0, 1] > 0

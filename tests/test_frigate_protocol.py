@@ -138,3 +138,9 @@ def test_an_upload_is_refused_before_it_is_looked_at_when_it_cannot_be_kept() ->
     assert "ending in .tflite" in (refusal(on, set(), ".hidden.tflite", 10) or "")
     assert "max_bytes" in (refusal(on, set(), "m.tflite", 4096) or "")
     assert "never replaces" in (refusal(on, {"m.tflite"}, "m.tflite", 10) or "")
+
+
+def test_a_door_serves_configured_models_or_uploads() -> None:
+    with pytest.raises(ValidationError, match="serves no model"):
+        FrigateConfig()
+    assert FrigateConfig(uploads={"enabled": True}).models == []

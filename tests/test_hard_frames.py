@@ -1,11 +1,13 @@
 """Frames with nothing in them are the common case (issue 20). Every bundled model and
 every third-party model the tests use, served by one real edged through a real mosquitto,
 answers black, white, grey and noise frames, a single pixel, the largest frame its
-route's ``max_pixels`` allows and strips far from its aspect, with a result of its
+route's ``max_pixels`` allows (12 megapixels; and the default, 40, on one model) and
+strips far from its aspect, with a result of its
 documented shape: never an error, and never ``internal_error``. A frame one row over the
 limit is ``bad_input``. The models without image input (vibration, and openWakeWord's
 melspectrogram, embedding and classifiers) get their own extremes: silence, full scale,
-noise.
+noise; and inputs on which openWakeWord's melspectrogram and timer models give NaN, which
+are a ``model_error`` that says so (they were an ``internal_error``: JSON refused them).
 
 Where a model has an independent reference, the answers match it: MediaPipe's own
 pipelines (BlazeFace, the palm detector, selfie segmentation; recorded in
@@ -41,6 +43,7 @@ WAKE = REPO / ".cache" / "models" / "openwakeword"
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "mediapipe_goldens.json").read_text())["hard_frames"]
 MAX_PIXELS = LARGEST[0] * LARGEST[1]
+DEFAULT_MAX_PIXELS = int(InputConfig.model_fields["max_pixels"].default)
 
 BOXES = {"count", "detections"}
 RESULT_KEYS = {  # the documented shape of each decoder's result (README)
@@ -121,6 +124,11 @@ def routes() -> list[dict[str, Any]]:
         if name == "chain":
             route["chain"] = ["head"]
         out.append(route)
+    # The largest frame edged takes by default, on one model (it is 40 megapixels: a few
+    # seconds to encode here and to decode in edged).
+    out.append({"name": "faces_default", "subscribe": "hard/faces_default", "model": "faces",
+                "input": {"format": "image", "resize": "letterbox", "mean": [0.5],
+                          "std": [0.5]}, "deadline_ms": 120_000})
     for name in RAW_ROUTES:
         out.append({"name": name, "subscribe": f"hard/{name}", "model": name,
                     "input": {"format": "raw"}, "deadline_ms": 120_000})
@@ -128,6 +136,7 @@ def routes() -> list[dict[str, Any]]:
 
 
 RAW_ROUTES = ("vibration", "jarvis", "timer", "mel", "embedding")
+GONE_WRONG = "NaN out"  # inputs on which the model's outputs are NaN
 
 
 def postprocess_of(route: str) -> str:
@@ -156,6 +165,9 @@ def raw_inputs() -> dict[str, list[tuple[str, bytes]]]:
     embedding = [("zeros", np.zeros((76, 32), np.float32)),
                  ("large", np.full((76, 32), 1e3, np.float32)),
                  ("noise", rng.normal(0, 10, (76, 32)).astype(np.float32))]
+    # Finite inputs whose outputs are NaN: what a model gone wrong gives (model_error).
+    timer.append((GONE_WRONG, np.full((34, 96), 3.4e38, np.float32)))
+    mel.append((GONE_WRONG, np.full(1760, 1e20, np.float32)))
     inputs: dict[str, list[tuple[str, np.ndarray[Any, Any]]]] = {
         "vibration": vib, "jarvis": jarvis, "timer": timer, "mel": mel, "embedding": embedding}
     return {route: [(n, a.tobytes()) for n, a in arrays] for route, arrays in inputs.items()}
@@ -246,6 +258,9 @@ def test_every_model_answers_every_hard_frame(
     for route, inputs in raw_inputs().items():
         for tag, payload in inputs:
             send(route, tag, payload)
+    width = 8000
+    send("faces_default", "default largest",
+         png(np.full((DEFAULT_MAX_PIXELS // width, width, 3), 128, np.uint8)))
     replies = probe.collect(len(sent), 600, topic="replies/hard")
     answers: dict[tuple[str, str], dict[str, Any]] = {}
     for reply in replies:
@@ -261,15 +276,27 @@ def test_every_model_answers_every_hard_frame(
     assert len(over_limit) == len(IMAGE_ROUTES), errors
     for error in over_limit.values():
         assert error["reason"] == "bad_input" and "input.max_pixels" in error["message"]
-    unexpected = {k: e for k, e in errors.items() if k[1] != "over the limit"}
+    # A model whose outputs are NaN: a model_error that says so (JSON cannot carry them).
+    gone_wrong = {k: e for k, e in errors.items() if k[1] == GONE_WRONG}
+    assert set(gone_wrong) == {("timer", GONE_WRONG), ("mel", GONE_WRONG)}, errors
+    assert gone_wrong[("timer", GONE_WRONG)] == {
+        "reason": "model_error", "message": "the model's output holds a score that is not a "
+        "finite number (NaN or infinity)"}
+    assert gone_wrong[("mel", GONE_WRONG)] == {
+        "reason": "model_error",
+        "message": "output 'PartitionedCall:0' holds NaN or infinity, which JSON cannot "
+        "carry"}
+    unexpected = {k: e for k, e in errors.items() if k[1] not in ("over the limit", GONE_WRONG)}
     assert not unexpected, unexpected  # every other frame has an answer, not an error
 
     for (route, frame), body in answers.items():
         if route in RAW_ROUTES or frame == "over the limit":
             continue
+        if route == "faces_default":
+            continue  # checked below
         check_result(route, frame, body["result"])
     for (route, frame), body in answers.items():
-        if frame == "over the limit":
+        if frame in ("over the limit", GONE_WRONG):
             continue
         result = body["result"]
         if route == "vibration":
@@ -280,6 +307,9 @@ def test_every_model_answers_every_hard_frame(
             assert set(result) == RESULT_KEYS["classification"]
         if route in ("mel", "embedding"):
             assert set(result) == RESULT_KEYS["raw"] and len(result["outputs"]) == 1
+    # 8000x5000 grey, the default max_pixels exactly: as the grey frames, no face.
+    assert answers[("faces_default", "default largest")]["result"] == {
+        "count": 0, "detections": []}
 
     for route in [r for r, _, _, _ in IMAGE_ROUTES] + list(raw_inputs()):
         seen = {f: b["result"] if "result" in b else b["error"]

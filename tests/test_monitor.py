@@ -110,6 +110,18 @@ def test_junk_on_the_stats_topic_is_reported_not_shown() -> None:
                            "a stats message without routes was ignored"]
 
 
+def test_a_window_route_shows_readings_and_windows_and_superseded_apart() -> None:
+    """384 messages of readings made 5 windows, all answered: not 379 lost. Frames replaced by newer
+    ones (queue: latest) are their own figure, not a refusal."""
+    snap = snapshot(100.0, 384, 5, {"queue_full": 1})
+    snap["routes"]["cam"].update(windows=5, superseded=95)
+    screen = render(view_with(snap), now=100.0, every_s=30, with_rates=False)
+    assert screen[4].split() == ["cam", "digits", "384", "messages,", "5", "windows", "5", "1",
+                                 "1.23", "9.88", "4", "queue_full", "1;", "superseded", "95"]
+    plain = render(view_with(snapshot(100.0, 10, 8)), now=100.0, every_s=30, with_rates=False)
+    assert plain[4].split()[2:4] == ["10", "8"]
+
+
 def test_the_frigate_door_has_a_line_of_its_own() -> None:
     snap = snapshot(100.0, 10, 8)
     snap["frigate"] = {"endpoints": ["ipc:///run/edged/frigate.sock"], "detectors": 2,

@@ -78,8 +78,8 @@ class FrigateConfig(Section):
         False, description="let a tcp endpoint bind an address other than loopback (e.g. "
         "for Frigate in Docker on a bridge network); logs a warning")
     models: list[ServedModel] = Field(
-        min_length=1, max_length=64, description="the models served, each under the name "
-        "Frigate asks for")
+        default_factory=list, max_length=64, description="the models served, each under the "
+        "name Frigate asks for (none: only what Frigate uploads, with uploads enabled)")
     request_timeout_ms: int = Field(
         200, ge=20, le=60_000, description="Frigate's request_timeout_ms: every request is "
         "answered within it of its receipt (a result, or 20 rows of zeros), so Frigate's "
@@ -114,6 +114,8 @@ class FrigateConfig(Section):
 
     @model_validator(mode="after")
     def _remote_is_explicit(self) -> FrigateConfig:
+        if not self.models and not self.uploads.enabled:
+            raise ValueError("frigate serves no model: list models, or enable uploads")
         remote = [e for e in self.endpoints if not endpoint_is_local(e)]
         if remote and not self.allow_remote:
             raise ValueError(f"endpoint {remote[0]} binds beyond loopback, where anyone "

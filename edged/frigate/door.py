@@ -11,10 +11,12 @@ its own, so one slow request holds up no other detector's.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
 import math
+import os
 import queue
 import threading
 import time
@@ -254,6 +256,11 @@ class FrigateDoor:
             except zmq.ZMQError as exc:  # e.g. EINTR
                 log.debug("poll", error=str(exc))
                 ready = {}
+            if ready.get(self._wakeup.fd):
+                # Drained whenever it is readable: a wake-up written just after ``woke``
+                # looked would otherwise leave a byte that makes every poll return at once.
+                with contextlib.suppress(OSError):
+                    os.read(self._wakeup.fd, 4096)
             self._wakeup.woke()
             try:
                 if ready.get(sock):
@@ -374,9 +381,11 @@ class FrigateDoor:
             kept = uploads.keep(config, request.name, request.data, model_type)
             log.info("Frigate upload checked and kept; serving it from the reload",
                      model_name=kept.name, path=str(kept.path), postprocess=kept.postprocess)
+            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
+            while self._on_upload is None and time.monotonic() < end:
+                time.sleep(0.05)  # uploaded while edged still loads: reload once it serves
             if self._on_upload is not None:
                 self._on_upload()
-            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
             while request.name not in self._served and time.monotonic() < end:
                 time.sleep(0.05)
             ok = request.name in self._served
@@ -405,12 +414,15 @@ class FrigateDoor:
 
     def _served_for(self, identity: bytes, request: Detect) -> Served | None:
         """The model this detector asked for at its handshake; without one (edged
-        restarted since, say), the only served model whose input the tensor fits."""
+        restarted under it, say), the only served model whose input the tensor fits and
+        whose decoder serves the frame's model type."""
         name = self._peers.get(identity)
         if name is not None:  # None when a reload stopped serving that name
             return self._served.get(name)
+        kind = request.model_type
         fitting = [s for s in self._served.values()
-                   if isinstance(self._fit(s, request), Fit)]
+                   if isinstance(self._fit(s, request), Fit) and (kind is None or (
+                       s.model_type in (None, kind) and decoder_fits(kind, s.decoder) is None))]
         if len(fitting) == 1:
             self._remember(identity, fitting[0].name)
             return fitting[0]
@@ -439,14 +451,17 @@ class FrigateDoor:
             if not self._served:
                 self._zeros(sock, envelope, "no_model")
                 return
-            self._count("zeros_no_model")
+            # Zeros would keep such a detector sending frames that can never be served:
+            # no answer makes it time out, reset and ask for its model again, once.
+            self._count("unanswered_no_model")
             if self._log_rate.allow():
-                log.warning("a detection request for no model served: its detector asked "
-                            "for a name no longer served, or it made no handshake and its "
-                            "tensor fits no single served model",
+                log.warning("a detection request for no model served, left unanswered so "
+                            "that its detector resets and makes its handshake again: it "
+                            "asked for a name no longer served, or it made no handshake "
+                            "with this edged and its frame fits no single served model",
                             asked=self._peers.get(envelope[0]), shape=list(request.shape),
-                            dtype=request.dtype.name, served=sorted(self._served))
-            self._send(sock, envelope, ZEROS)
+                            dtype=request.dtype.name, model_type=request.model_type,
+                            served=sorted(self._served))
             return
         model_type = request.model_type
         if model_type is not None:

@@ -117,29 +117,33 @@ def weighted_nms(boxes: Array, scores: Array, iou_threshold: float,
     keypoints alike, keeping its own score. Returns boxes, scores, keypoints.
 
     The clusters are found first (a walk over booleans), then every mean at once: one
-    matrix product, not one per cluster."""
+    scatter-add over the boxes, not a product per cluster (nor a clusters x boxes matrix,
+    which BLAS would multiply on threads of its own)."""
     order = np.argsort(-scores, kind="stable")
-    b, s = boxes[order], scores[order].astype(np.float64)
-    firsts, members = _clusters(b, iou_threshold)
-    weights = members * s
-    total = weights.sum(axis=1, keepdims=True)
+    n = len(order)
+    b, s = boxes[order].astype(np.float64), scores[order].astype(np.float64)
+    firsts, cluster = _clusters(b, iou_threshold)
+    total = np.bincount(cluster, weights=s, minlength=len(firsts))[cluster]
+    size = np.bincount(cluster, minlength=len(firsts))[cluster]
     # Scores of 0 (a logit clipped at -score_clip with score_threshold 0): equal weights.
-    equal = members / np.maximum(members.sum(axis=1, keepdims=True), 1)
-    weights = np.where(total > 0, weights / np.where(total > 0, total, 1.0), equal)
+    weight = np.where(total > 0, s / np.where(total > 0, total, 1.0), 1.0 / np.maximum(size, 1))
+    values = b if points is None else np.concatenate(
+        [b, points[order].reshape(n, -1).astype(np.float64)], axis=1)
+    means = np.zeros((len(firsts), values.shape[1]))
+    np.add.at(means, cluster, values * weight[:, None])
     merged_points = None
     if points is not None:
-        flat = points[order].reshape(len(order), -1)
-        merged_points = (weights @ flat).reshape(len(firsts), *points.shape[1:])
-    return (weights @ b).reshape(len(firsts), 4), s[firsts], merged_points
+        merged_points = means[:, 4:].reshape(len(firsts), *points.shape[1:])
+    return means[:, :4], s[firsts], merged_points
 
 
 def _clusters(boxes: Array, iou_threshold: float) -> tuple[Array, Array]:
-    """Greedy clusters of boxes in score order: the first index of each and its members
-    [clusters, N] (a box belongs to the first cluster whose head overlaps it)."""
+    """Greedy clusters of boxes in score order: the first index of each, and each box's
+    cluster (a box belongs to the first cluster whose head overlaps it)."""
     n = len(boxes)
     taken = np.zeros(n, dtype=bool)
+    cluster = np.zeros(n, dtype=np.int64)
     firsts: list[int] = []
-    rows: list[Array] = []
     overlaps = iou_matrix(boxes) > iou_threshold if n <= _MATRIX_NMS else None
     for i in range(n):
         if taken[i]:
@@ -148,10 +152,9 @@ def _clusters(boxes: Array, iou_threshold: float) -> tuple[Array, Array]:
         row = near & ~taken
         row[i] = True  # itself, even when degenerate (zero or negative size): IoU 0
         taken |= row
+        cluster[row] = len(firsts)
         firsts.append(i)
-        rows.append(row)
-    members = np.array(rows, dtype=np.float64).reshape(len(rows), n)
-    return np.asarray(firsts, dtype=np.int64), members
+    return np.asarray(firsts, dtype=np.int64), cluster
 
 
 def center_to_corners(cx: Array, cy: Array, w: Array, h: Array) -> Array:

@@ -25,8 +25,9 @@ class EntityView:
     """One kind of Home Assistant entity.
 
     ``state_key``: the key of the summary that is the entity's state (for an ``event``, the
-    event's type). ``summarize``: result -> the summary (small, JSON). ``state_class``: a
-    sensor's state class (``measurement`` keeps long-term statistics of a number)."""
+    event's type); the result has it under the same key, with the same value.
+    ``summarize``: result -> the summary (small, JSON). ``state_class``: a sensor's state
+    class (``measurement`` keeps long-term statistics of a number)."""
 
     platform: Platform
     state_key: str

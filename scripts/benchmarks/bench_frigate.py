@@ -49,7 +49,7 @@ IDS = {"circle": 0, "square": 2, "triangle": 16}
 
 
 def edged_config(port: int, sock: Path, accel: Accelerator | None, timeout_ms: int,
-                 workers: int) -> dict[str, Any]:
+                 workers: int, guard_ms: float | None = None) -> dict[str, Any]:
     model: dict[str, Any] = {"path": str(SHAPES), "labels": str(MODELS / "shapes.labels"),
                              "postprocess": "detection", "workers": workers}
     if accel is not None:
@@ -60,7 +60,8 @@ def edged_config(port: int, sock: Path, accel: Accelerator | None, timeout_ms: i
                  "session_expiry_s": 0},
         "models": {"shapes": model},
         "frigate": {"endpoints": [f"ipc://{sock}"], "request_timeout_ms": timeout_ms,
-                    "models": [{"model": "shapes", "labelmap": IDS}]},
+                    "models": [{"model": "shapes", "labelmap": IDS}],
+                    **({"reply_guard_ms": guard_ms} if guard_ms is not None else {})},
         "logging": {"format": "json", "level": "info"},
         "stats_interval_s": 0,
     }
@@ -155,6 +156,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--timeout-ms", type=int, default=200)
+    p.add_argument("--guard-ms", type=float, help="frigate.reply_guard_ms (default: edged's)")
     p.add_argument("--json-out", type=Path, default=REPO / "docs/bench/frigate.json")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-frigate-") as tmp:
@@ -166,11 +168,11 @@ def main() -> int:
         broker.start()
         sock = work / "frigate.sock"
         edged = Edged(work, edged_config(broker.port, sock, accel, args.timeout_ms,
-                                         args.workers))
+                                         args.workers, args.guard_ms))
         try:
             edged.start()
             end = time.monotonic() + 60
-            while "Frigate door listening" not in edged.log():
+            while "edged started" not in edged.log():  # serving, not only handshaking
                 if time.monotonic() > end or (edged.proc and edged.proc.poll() is not None):
                     raise SystemExit(edged.log()[-3000:])
                 time.sleep(0.2)
@@ -191,6 +193,7 @@ def main() -> int:
             edged.stop()
             broker.stop()
     got.update(capacity_per_s=capacity, load=args.load, timeout_ms=args.timeout_ms,
+               reply_guard_ms=args.guard_ms,
                accelerator=args.accelerator or "cpu", workers=args.workers,
                edged_cpu_ms_per_request=cpu * 1000 / max(got["sent"], 1),
                door_counts=door, backends=backends,

@@ -43,6 +43,7 @@ import yaml
 
 from edged.config import load_settings
 from edged.mqtt import MqttClient, packets
+from edged.mqtt.announced import Announced
 from edged.mqtt.link import Link
 from edged.server import Server, load
 from edged.transport import BrokerSide
@@ -85,7 +86,7 @@ def run_inline(messages: int) -> int:
     ours, broker = socket.socketpair()
     ours.setblocking(False)
     link = Link(ours, True, 60, threading.get_ident())
-    client._out.attach(link, 64)  # as a CONNACK would: the answers go to this link
+    client._out.attach(link, Announced("5", False, receive_maximum=64))  # as a CONNACK would
     client.connected.set()
     payload = targets.input_payload(targets.fetch_wakeword())
     frames = [request(payload, i) for i in range(200)]
@@ -108,8 +109,8 @@ def run_accelerator(messages: int) -> int:
 
     def serve() -> None:
         link = Link(ours, True, 60, threading.get_ident())
-        client._out.detach()
-        client._out.attach(link, 64)
+        client._out.detach(closed_by_broker=False)
+        client._out.attach(link, Announced("5", False, receive_maximum=64))
         client.connected.set()
         ready.set()
         client._serve(link)

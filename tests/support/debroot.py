@@ -34,6 +34,13 @@ def _arch() -> str:
                           check=True).stdout.strip()
 
 
+# A root that boots with systemd as PID 1 under systemd-nspawn (tests/test_service.py), with
+# everything installing the .deb and talking to a broker needs, since the booted container
+# has no network: the package's dependencies, mosquitto and its clients.
+BOOTABLE = ("systemd-sysv", "dbus", "python3", "procps", "ca-certificates", "mosquitto",
+            "mosquitto-clients")
+
+
 def cached_tarball(debootstrap: str, extra: tuple[str, ...] = (), flavour: str = "",
                    arch: str | None = None) -> Path:
     """The cached root tarball, made first if missing or older than a week; ``extra``

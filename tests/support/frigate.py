@@ -199,11 +199,17 @@ def frigate_config(port: int, sock: Path, **frigate: Any) -> dict[str, Any]:
     }
 
 
+def status_topic(config: dict[str, Any]) -> str:
+    return f"edged/{config['device_id']}/status"
+
+
 def start(workdir: Path, config: dict[str, Any], probe: Probe) -> Edged:
-    probe.subscribe("edged/test-box/status")
+    """edged, once online. Tests that run edged beside another (a module's) give it a
+    device_id of its own: the same one would share its status topic and client id."""
+    probe.subscribe(status_topic(config))
     edged = Edged(workdir, config)
     edged.start()
-    edged.wait_online(probe, "edged/test-box/status", timeout=60)
+    edged.wait_online(probe, status_topic(config), timeout=60)
     return edged
 
 
