@@ -12,18 +12,26 @@ from pathlib import Path
 
 import structlog
 
-from edged import __version__, devices, logs, topics
+from edged import __version__, devices, handshake, inputfit, logs, topics
 from edged.config import DEFAULT_CONFIG_PATH, Settings, load_settings
-from edged.errors import ConfigError, EdgedError
+from edged.errors import ConfigError, EdgedError, ModelLoadError, RuntimeUnavailableError
 from edged.frigate import serve as frigate_serve
 from edged.frigate import uploads as frigate_uploads
+from edged.mqtt import Material
 from edged.mqtt.check import probe_broker
 from edged.routes import Route
+from edged.runtime.delegates import DelegateError
 from edged.server import Loaded, Server, early_door, load
 
 EX_OK = 0
 EX_FAILURE = 1
-EX_CONFIG = 78  # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus names it
+# sysexits.h codes for what a restart cannot fix; the unit's RestartPreventExitStatus names
+# them, so systemd stops the unit with edged's message instead of restarting it forever.
+EX_NOINPUT = 66  # a model or labels file missing, unreadable or not what it should be
+EX_UNAVAILABLE = 69  # no TFLite runtime installed
+EX_CONFIG = 78  # the configuration, or a file it names (password, TLS), is wrong
+SANDBOX_HINT = ("edged's unit runs it as a user of its own, without /home, /root or the "
+                "host's /tmp: `sudo edged check` names each file it cannot open, and the fix")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    text = ("ask a running edged to reload its config and wait until the new config serves "
+            "or is refused (the unit's ExecReload)")
+    sub = commands.add_parser("reload", help=text, description=text)
+    sub.add_argument("--pid", type=int, required=True, help="the running edged's process id")
+    sub.add_argument("--timeout", type=float, default=110.0,
+                     help="seconds to wait for the outcome (default: 110, under the "
+                          "unit's TimeoutStartSec)")
     for name, text in (
         ("run", "run the daemon in the foreground"),
         ("check", "validate the config, load every model once, and report"),
@@ -49,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "check":
             sub.add_argument("--no-broker", action="store_true",
                              help="do not connect to the broker to time the way back")
+            sub.add_argument("--broker", action="store_true",
+                             help="check the broker only: what it announces, whether every "
+                                  "route can work there, and what edged will do about it")
+            sub.add_argument("--no-sandbox", action="store_true",
+                             help="as root, do not open the files as the service's user "
+                                  "through its unit's sandbox")
+            sub.add_argument("--unit", type=Path, default=None,
+                             help="the unit whose sandbox to check through (default: the "
+                                  "installed edged.service and its drop-ins)")
     text = "list the accelerators, delegate libraries and TFLite runtime this box has"
     sub = commands.add_parser("devices", help=text, description=text)
     sub.add_argument("-c", "--config", type=Path, default=None,
@@ -83,22 +107,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check":
-            return check(args.config, args.runtime, broker=not args.no_broker)
+            if args.broker:
+                return check_broker(args.config)
+            return check(args.config, args.runtime, broker=not args.no_broker,
+                         sandbox=not args.no_sandbox, unit=args.unit)
         if args.command == "devices":
             return list_devices(args.config, args.json)
         if args.command in ("schema", "config-doc"):
             return print_generated(args.command)
         if args.command in ("status", "top"):
             return watch(args)
+        if args.command == "reload":
+            return ask_reload(args.pid, args.timeout)
         return run(args.config, args.runtime)
     except ConfigError as exc:
-        print(f"edged: {exc}", file=sys.stderr)
+        _fail(exc)
         return EX_CONFIG
+    except ModelLoadError as exc:
+        _fail(exc)
+        # An accelerator that is not there (DelegateError) may be there after a restart.
+        return EX_FAILURE if isinstance(exc, DelegateError) else EX_NOINPUT
+    except RuntimeUnavailableError as exc:
+        _fail(exc)
+        return EX_UNAVAILABLE
     except EdgedError as exc:
-        print(f"edged: {exc}", file=sys.stderr)
+        _fail(exc)
         return EX_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(exc: EdgedError) -> None:
+    text = str(exc)
+    if os.environ.get("INVOCATION_ID") and any(
+            why in text for why in ("Permission denied", "No such file")):
+        text += f"\n{SANDBOX_HINT}"  # under systemd: the sandbox may be why
+    print(f"edged: {text}", file=sys.stderr)
+
+
+def ask_reload(pid: int, timeout: float) -> int:
+    directory = handshake.runtime_dir() or handshake.DEFAULT_RUNTIME_DIR
+    try:
+        outcome = handshake.ask(pid, directory, timeout)
+    except handshake.ReloadFailed as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    print(f"edged: reloaded (pid {outcome.pid})")
+    return EX_OK
 
 
 def run(config: Path, runtime: str | None) -> int:
@@ -125,7 +180,8 @@ def run(config: Path, runtime: str | None) -> int:
     return EX_OK
 
 
-def check(config: Path, runtime: str | None, broker: bool = True) -> int:
+def check(config: Path, runtime: str | None, broker: bool = True, sandbox: bool = True,
+          unit: Path | None = None) -> int:
     settings = frigate_uploads.extend(load_settings(config))
     print(f"config   {config}: valid")
     loaded = load(settings, runtime)
@@ -146,17 +202,65 @@ def check(config: Path, runtime: str | None, broker: bool = True) -> int:
         if settings.frigate is not None:
             print(f"frigate  endpoints {', '.join(settings.frigate.endpoints)}; request "
                   f"timeout {settings.frigate.request_timeout_ms} ms")
-        if broker and loaded.material is not None:
-            device = topics.safe_level(settings.device_id)
-            tag = f"check-{os.getpid()}"
-            report = probe_broker(settings.mqtt, loaded.material, f"edged-{device}-{tag}",
-                                  f"{settings.mqtt.topic_prefix}/{device}/probe/{tag}")
-            print("\n".join(report.lines()))
+        if sandbox and not _service_view(settings, config, unit):
+            return EX_CONFIG
+        if broker and loaded.material is not None and not _broker_report(settings,
+                                                                          loaded.material):
+            return EX_FAILURE
     finally:
         if loaded.outbox is not None:
             loaded.outbox.close()
     print("ok")
     return EX_OK
+
+
+def check_broker(config: Path) -> int:
+    settings = load_settings(config)
+    print(f"config   {config}: valid")
+    if not _broker_report(settings, Material.load(settings.mqtt)):
+        return EX_FAILURE
+    print("ok")
+    return EX_OK
+
+
+def _broker_report(settings: Settings, material: Material) -> bool:
+    """Print what the broker announces and what edged does about it; False when a route
+    cannot work there."""
+    device = topics.safe_level(settings.device_id)
+    tag = f"check-{os.getpid()}"
+    report = probe_broker(settings.mqtt, material, f"edged-{device}-{tag}",
+                          f"{settings.mqtt.topic_prefix}/{device}/probe/{tag}",
+                          publish_qos={r.name: r.publish_qos for r in settings.routes},
+                          filters=[r.subscribe for r in settings.routes])
+    print("\n".join(report.lines()))
+    if report.fatal:
+        print("edged: a route cannot work on this broker (see `error` above)", file=sys.stderr)
+    return not report.fatal
+
+
+def _service_view(settings: Settings, config: Path, unit: Path | None) -> bool:
+    """Open every file the daemon opens as the service would; False if one fails."""
+    from edged import sandbox, unitfile
+
+    if os.geteuid() != 0:
+        print("note     not root: the files were not opened as the service's user would "
+              "(run edged check as root for that)")
+        return True
+    found = unitfile.find(unit)
+    if found is None:
+        print("note     no edged.service is installed: the files were opened as root only")
+        return True
+    if unit is None and found.config and Path(found.config).resolve() != config.resolve():
+        print(f"note     {found.source} runs {found.config}, not this file: the files were "
+              "opened as root only (--unit FILE opens them as that unit's user would)")
+        return True
+    print(f"service  {found.describe()}")
+    problems = sandbox.problems(found, sandbox.needs(settings, config))
+    for line in problems:
+        print(f"error    {line}")
+    if not problems:
+        print("service  every file the config names opens as the service's user")
+    return not problems
 
 
 def list_devices(config: Path | None, as_json: bool) -> int:
@@ -222,5 +326,7 @@ def _print_report(settings: Settings, loaded: Loaded) -> None:
             for link in route.chain_links]
         print(f"route    {route.name}: {route.subscribe} -> {' -> '.join(stages)} -> "
               f"{route.publish} (input {route.input.format}, deadline {route.deadline_ms} ms)")
+        for line in inputfit.warnings(route, loaded.models[route.model]):
+            print(f"warning  {line}")
     if not settings.routes:
         print("warning  no routes: edged would subscribe to nothing")

@@ -30,9 +30,25 @@ def decode_raw(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> 
         dims = "x".join(str(d) for d in shape)
         raise BadInputError(
             f"raw payload is {len(payload)} bytes; the model's input {dtype.name}[{dims}] "
-            f"needs exactly {expected}"
+            f"needs exactly {expected}{_looks_like(payload)}"
         )
     return np.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def _looks_like(payload: bytes) -> str:
+    """A hint for a payload that is not raw tensor bytes but a format edged decodes: the
+    route's input (raw when it has no `input:`) is then what to change."""
+    if payload.startswith(image.JPEG_MAGIC):
+        found, fix = "a JPEG image", "input: {format: image} (or jpeg)"
+    elif payload.startswith(image.PNG_MAGIC):
+        found, fix = "a PNG image", "input: {format: image} (or png)"
+    elif payload.startswith(np.lib.format.MAGIC_PREFIX):
+        found, fix = "a .npy array", "input: {format: npy}"
+    elif payload.lstrip()[:1] in (b"{", b"["):
+        found, fix = "JSON", "input: {format: json}"
+    else:
+        return ""
+    return f"; the payload looks like {found}: set the route's {fix}"
 
 
 def decode_npy(payload: bytes) -> Array:

@@ -18,20 +18,25 @@ MAX_REPORTED_TOPICS = 1000
 
 @dataclass(frozen=True)
 class Pending:
-    """A QoS 1/2 publish sent and not yet acknowledged: its topic, and where it came from."""
+    """A QoS 1/2 publish sent and not yet acknowledged: the message, the QoS it went at, the
+    outbox entry it delivers (None: published directly) and the packet as written, which
+    goes out again (with DUP) when the broker keeps the session (MQTT-4.4.0-1)."""
 
-    topic: str
+    message: Outbound
     qos: int
     entry_id: int | None = None
     """The outbox entry it delivers, acknowledged to the outbox on PUBACK."""
-    message: Outbound | None = None
-    """A message published directly: back to the outbox if the connection or edged stops
-    before its PUBACK."""
+    data: bytes = b""
+
+    @property
+    def topic(self) -> str:
+        return self.message.topic
 
 
 class Tracker:
-    """QoS 1/2 publishes awaiting their acknowledgement, by packet identifier. A record is
-    made before the packet is written, so an acknowledgement always finds it."""
+    """QoS 1/2 publishes awaiting their acknowledgement, by packet identifier, in the order
+    they were sent. A record is made before the packet is written, so an acknowledgement
+    always finds it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -62,15 +67,29 @@ class Tracker:
     def in_flight_entries(self) -> int:
         return self._entries
 
-    def take_all(self) -> tuple[list[Outbound], list[int]]:
-        """Forget every record: the direct messages (for the outbox) and the outbox entries
-        (to offer again), at a lost connection or at shutdown."""
+    def records(self) -> list[tuple[int, Pending]]:
+        """Every record, oldest first (a copy)."""
         with self._lock:
-            records = list(self._pending.values())
+            return list(self._pending.items())
+
+    def take_records(self) -> list[tuple[int, Pending]]:
+        """Forget every record and return them, oldest first (a lost connection)."""
+        with self._lock:
+            records = list(self._pending.items())
             self._pending.clear()
             self._entries = 0
-        return ([r.message for r in records if r.message is not None],
-                [r.entry_id for r in records if r.entry_id is not None])
+        return records
+
+    def take_all(self) -> tuple[list[Outbound], list[int]]:
+        """Forget every record: the direct messages (for the outbox) and the outbox entries
+        (to offer again), at shutdown."""
+        return split([record for _, record in self.take_records()])
+
+
+def split(records: list[Pending]) -> tuple[list[Outbound], list[int]]:
+    """The direct messages, and the outbox entries, of ``records``."""
+    return ([r.message for r in records if r.entry_id is None],
+            [r.entry_id for r in records if r.entry_id is not None])
 
 
 class Refusals:

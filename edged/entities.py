@@ -187,6 +187,8 @@ class Entities:
         with self._lock:
             if ids is not None and ids in self._held:
                 return
+            if any(h.entity.config_topic == topic for h in self._held.values()):
+                return  # an older edged's config of an entity this run announces anew
             entity = self.catalog.entity(*ids) if ids is not None else None
             full = (entity is not None and entity.source is not None
                     and self._sources[entity.route] >= self.catalog.config.max_sources)

@@ -34,6 +34,9 @@ class StatsCollector(Collector):
             "edged_requests_succeeded", "Results published on time", labels=labels)
         late = CounterMetricFamily(
             "edged_requests_late", "Results published late (on_late: publish)", labels=labels)
+        superseded = CounterMetricFamily(
+            "edged_requests_superseded", "Messages replaced by a newer one from the same "
+            "source before they ran (queue: latest)", labels=labels)
         failed = CounterMetricFamily(
             "edged_requests_failed", "Messages that got no result, by reason",
             labels=[*labels, "reason"])
@@ -48,6 +51,7 @@ class StatsCollector(Collector):
             received.add_metric(key, r.received)
             succeeded.add_metric(key, r.succeeded)
             late.add_metric(key, r.late)
+            superseded.add_metric(key, r.superseded)
             for reason, count in r.failed.items():
                 failed.add_metric([*key, reason], count)
             depth.add_metric(key, self._live.queue_depth(route))
@@ -56,7 +60,7 @@ class StatsCollector(Collector):
                 on_time.add_metric(key, rate)
             for name, h in r.stages.items():
                 stage.add_metric([*key, name], _buckets(h.counts), h.sum_ms / 1000.0)
-        yield from (received, succeeded, late, failed, depth, on_time, stage)
+        yield from (received, succeeded, late, superseded, failed, depth, on_time, stage)
         yield from self._workers()
         yield from self._doors()
 

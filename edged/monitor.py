@@ -65,6 +65,10 @@ class RouteLine:
     """Messages received a second over the last interval; None with one snapshot."""
     ok_rate: float | None
     """On-time answers a second over the last interval."""
+    superseded: int = 0
+    """Replaced by newer messages from the same source (queue: latest): not refusals."""
+    windows: int | None = None
+    """A windowed route's model inputs; ``received`` then counts messages of readings."""
 
 
 def interval_s(view: BoxView) -> float | None:
@@ -90,6 +94,8 @@ def route_lines(view: BoxView) -> list[RouteLine]:
             {str(k): int(v) for k, v in (r.get("failed") or {}).items()},
             total.get("p50"), total.get("p99"), int(r.get("queue_depth", 0)),
             _per_second(r, old, "received", span), _per_second(r, old, "succeeded", span),
+            int(r.get("superseded", 0)),
+            int(r["windows"]) if r.get("windows") is not None else None,
         ))
     return lines
 
@@ -138,7 +144,8 @@ def header(view: BoxView, now: float, every_s: float) -> list[str]:
     age = max(0.0, now - float(cur.get("time", now)))
     span = interval_s(view)
     rates = f"rates over the last {span:.1f} s" if span else "rates after the next snapshot"
-    return [f"edged {view.device_id}: {state}, broker {mqtt.get('state', '?')}{up}",
+    protocol = f" (MQTT {mqtt['protocol']})" if mqtt.get("protocol") else ""
+    return [f"edged {view.device_id}: {state}, broker {mqtt.get('state', '?')}{protocol}{up}",
             f"stats of {clock(float(cur.get('time', 0)))} ({age:.1f} s ago, every "
             f"{every_s:g} s); {rates}"]
 
@@ -147,9 +154,25 @@ ROUTE_COLUMNS = ("ROUTE", "MODEL", "RECEIVED", "ON TIME", "LATE", "P50 MS", "P99
                  "IN/S", "OK/S", "REFUSED")
 
 
+def _received(line: RouteLine) -> str:
+    """A window route's messages (of readings) and the windows made of them, as two
+    figures: it answers once per window, not per message."""
+    if line.windows is None:
+        return str(line.received)
+    return f"{line.received} messages, {line.windows} windows"
+
+
+def _not_run(line: RouteLine) -> str:
+    refused = _refused(line.refused)
+    if not line.superseded:
+        return refused
+    newer = f"superseded {line.superseded}"
+    return newer if refused == "-" else f"{refused}; {newer}"
+
+
 def route_table(lines: list[RouteLine], with_rates: bool) -> list[str]:
-    rows = [[r.name, r.model, str(r.received), str(r.on_time), str(r.late), _ms(r.p50),
-             _ms(r.p99), str(r.queue), _rate(r.in_rate), _rate(r.ok_rate), _refused(r.refused)]
+    rows = [[r.name, r.model, _received(r), str(r.on_time), str(r.late), _ms(r.p50),
+             _ms(r.p99), str(r.queue), _rate(r.in_rate), _rate(r.ok_rate), _not_run(r)]
             for r in lines]
     columns = list(ROUTE_COLUMNS)
     if not with_rates:
@@ -179,7 +202,9 @@ def outbox_line(view: BoxView) -> str:
     spool = "spooled to disk" if box.get("spool") else "in memory"
     return (f"outbox {box.get('waiting', 0)} waiting ({box.get('bytes', 0)} bytes, {spool}), "
             f"{box.get('delivered', 0)} delivered, {box.get('dropped_full', 0)} dropped full; "
-            f"{mqtt.get('dropped_offline_qos0', 0)} QoS 0 dropped while offline")
+            f"{mqtt.get('dropped_offline_qos0', 0)} QoS 0 dropped while offline"
+            + "".join(f"; {n} {reason}" for reason, n in
+                      sorted((mqtt.get("undeliverable") or {}).items())))
 
 
 def frigate_line(view: BoxView) -> list[str]:

@@ -232,6 +232,8 @@ class Pipeline:
                 seqs = list(route.streaming.number(message.topic, len(arrays)))
             jobs = [Job(route, message, identity, due, topic, array, seq)
                     for array, seq in zip(arrays, seqs, strict=True)]
+            if arrays[0] is not None:  # windows of readings or samples: counted apart
+                self._stats.windows(route.name, len(jobs))
         workers = self.models[route.model.name]
         if workers.runner is not None:  # inline: the runner checks the deadline at pickup
             for job in jobs:
@@ -284,6 +286,14 @@ class Pipeline:
             if scheduler.closed:
                 self._responder.error(evicted.identity, evicted.message, "shutdown",
                                       "edged is shutting down; not run")
+                continue
+            if evicted.source == job.source and route.config.queue == "latest":
+                # Not a full queue: `latest` keeps one frame per source, and a newer one
+                # came before this one could run (a camera faster than its model).
+                self._responder.error(evicted.identity, evicted.message, "superseded",
+                                      f"replaced by a newer message from {job.source!r} "
+                                      f"before it ran (route {route.name!r}, queue: latest)",
+                                      evicted.deadline.budget_ms)
                 continue
             self._responder.error(evicted.identity, evicted.message, "queue_full",
                                   f"queue of route {route.name!r} is full "
@@ -354,7 +364,7 @@ class Pipeline:
             if self.models.get(name) is not workers:
                 workers.start()
         for route in routes:
-            self._stats.add_route(route.name, route.model.name)
+            self._stats.add_route(route.name, route.model.name, route.windowed)
         self.routes, self.models = list(routes), models
         self._matches = {}
         self._route_model = {r.name: r.model.name for r in self.routes}

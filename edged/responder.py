@@ -19,6 +19,8 @@ from edged.transport import Transport
 from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.responder")
+QUIET = frozenset({"superseded"})
+"""Reasons that are no fault (a newer frame replaced one): counted apart, not failures."""
 
 
 class RateLimit:
@@ -63,6 +65,9 @@ class Responder:
         self._fixed_topics: dict[tuple[str, str, str], str] = {}
         self._stats = stats
         self._error_rate = error_rate or RateLimit(rate=20.0, burst=50.0)
+        # Frames superseded under `queue: latest` are normal for a camera faster than its
+        # model: counted, answered to a requester, and only sampled on the errors topic.
+        self._quiet_rate = RateLimit(rate=0.1, burst=1.0)
 
     def deliver(self, outcome: Outcome) -> None:
         if isinstance(outcome, Several):
@@ -140,12 +145,31 @@ class Responder:
         timings: Timings | None = None,
     ) -> None:
         """Count, log and report a message that got no result."""
-        self._stats.failed(identity.route, reason)
         payload = results.error_payload(identity, reason, text, deadline_ms, timings)
+        if reason in QUIET:
+            self._stats.superseded(identity.route)
+            self._reply(message, payload)
+            if self._quiet_rate.allow():
+                log.info("messages superseded by newer ones (sampled: one in 10 s at most)",
+                         route=identity.route, topic=message.topic, reason=reason)
+                self._publish(Outbound(self.errors_topic, payload, qos=0))
+            return
+        self._stats.failed(identity.route, reason)
         self._reply(message, payload)
         if self._error_rate.allow():
             log.warning("message failed", route=identity.route, topic=message.topic,
                         reason=reason, error=text)
+            self._publish(Outbound(self.errors_topic, payload, qos=0))
+
+    def undeliverable(self, message: Outbound, reason: str, text: str) -> None:
+        """A message the broker will never take (``too_large``, ``refused``): a small error
+        on the errors topic and, for an answer to a request, to its requester in its place.
+        Both at QoS 0: a refusal of either is never reported again."""
+        payload = results.undeliverable_payload(self.device_id, message, reason, text)
+        if message.correlation_data is not None and message.topic != self.errors_topic:
+            self._publish(Outbound(message.topic, payload, qos=0,
+                                   correlation_data=message.correlation_data))
+        if self._error_rate.allow():
             self._publish(Outbound(self.errors_topic, payload, qos=0))
 
     def _mask(self, message: Inbound, topic: str, qos: int, mask: bytes,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from edged.types import Outbound
+
 
 @dataclass(slots=True)
 class Identity:
@@ -133,6 +135,24 @@ def error_payload(
     error = _ENCODE({"reason": reason, "message": message})
     return (f'{_head(identity)}{iso_utc(identity.received_wall)}"{deadline}{stages},'
             f'"error":{error}}}').encode()
+
+
+def undeliverable_payload(device_id: str, message: Outbound, reason: str, text: str) -> bytes:
+    """The error that stands in for a message the broker will not take: the identity of the
+    result it replaces when that was one (route, model, topic, received_at), the topic it
+    was for, and the error. Small, whatever the message held."""
+    body: dict[str, Any] = {}
+    if message.payload[:1] == b"{":
+        try:
+            original = json.loads(message.payload)
+        except ValueError:
+            original = None
+        if isinstance(original, dict):
+            body = {key: original[key] for key in ("route", "model", "topic", "received_at")
+                    if isinstance(original.get(key), str)}
+    body.update({"device_id": device_id, "publish_topic": message.topic,
+                 "error": {"reason": reason, "message": text}})
+    return _ENCODE(body).encode()
 
 
 def encode(body: dict[str, Any]) -> bytes:

@@ -54,6 +54,11 @@ class Route:
     queue_state: StandingQueue = field(default_factory=StandingQueue, compare=False)
     """Whether the route's queue has stood over its target (admission's state)."""
 
+    @property
+    def windowed(self) -> bool:
+        """Its model inputs are windows of readings or samples, not its messages."""
+        return self.windowers is not None or self.samples is not None
+
     @classmethod
     def bind(cls, config: RouteConfig, models: Mapping[str, LoadedModel]) -> Route:
         """Raises ConfigError when the route's input or output handling cannot serve its

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from edged import discovery, logs, metrics, reload, topics
+from edged import discovery, handshake, logs, metrics, reload, topics
 from edged.config import OutboxConfig, Settings
 from edged.entities import Entities
 from edged.errors import ConfigError, EdgedError
@@ -115,6 +116,8 @@ class Server:
         self.reload_requested = threading.Event()
         self.stats = Stats()
         self.notifier = notifier or Notifier()
+        self.runtime_dir = handshake.runtime_dir()
+        """Where reload outcomes go (``$RUNTIME_DIRECTORY``); None outside such a unit."""
         self._fingerprints = {n: reload.fingerprint(m.config) for n, m in loaded.models.items()}
         prefix = settings.mqtt.topic_prefix
         device = topics.safe_level(settings.device_id)
@@ -127,7 +130,7 @@ class Server:
         served = frigate_serve.bind(settings, loaded.models)
         routes += [s.route for s in served]
         for route in routes:
-            self.stats.add_route(route.name, route.model.name)
+            self.stats.add_route(route.name, route.model.name, route.windowed)
         catalog = discovery.Catalog(settings)
         self._ha_topics(catalog)
         make = make_transport or self._mqtt_client()
@@ -143,6 +146,7 @@ class Server:
             sink = Fork(self.mqtt, {frigate_serve.REPLY_TOPIC: self.door})
         self.responder = Responder(sink, settings.device_id, prefix, self.stats,
                                    entities=self.entities)
+        self.mqtt.on_undeliverable = self.responder.undeliverable
         self.pipeline = Pipeline(routes, self.responder, sink, self.stats,
                                  niceness=settings.worker_niceness)
         # Two doors feed the pipeline from two threads: then one message at a time.
@@ -173,6 +177,7 @@ class Server:
                 material=loaded.material,
                 announce=lambda: self.entities.everything(),
                 probe_topic=f"{settings.mqtt.topic_prefix}/{device}/probe",
+                publish_qos={r.name: r.publish_qos for r in settings.routes},
             )
         return make
 
@@ -293,10 +298,24 @@ class Server:
 
     def reload(self) -> bool:
         """Re-read the config, load changed models, swap them in; keep the old ones on any
-        error. The connection stays up and queued messages are finished, not dropped."""
+        error. The connection stays up and queued messages are finished, not dropped. The
+        outcome goes to the runtime directory for ``edged reload`` (edged.handshake)."""
+        began = handshake.monotonic_usec()
+        error = self._reload()
+        if self.runtime_dir is not None:
+            outcome = handshake.Outcome(os.getpid(), began, error is None, error or "")
+            try:
+                handshake.write(self.runtime_dir, outcome)
+            except OSError as exc:
+                log.warning("cannot report the reload's outcome", directory=str(
+                    self.runtime_dir), error=str(exc))
+        return error is None
+
+    def _reload(self) -> str | None:
+        """The reload itself: None once the new configuration serves, else why not."""
         if self.config_path is None:
             log.error("reload refused: edged was not given its config file's path")
-            return False
+            return "edged was not given its config file's path"
         self.notifier.reloading()
         log.info("reloading", config=str(self.config_path))
         try:
@@ -317,7 +336,7 @@ class Server:
             log.error("reload rejected; the running configuration keeps serving",
                       config=str(self.config_path), error=str(exc))
             self.notifier.ready(self.status_line())
-            return False
+            return str(exc)
         catalog = discovery.Catalog(plan.settings)
         self._ha_topics(catalog)  # the swap subscribes to them
         if not self._swap(routes, plan.settings.worker_niceness):
@@ -325,7 +344,7 @@ class Server:
             log.error("reload rejected: the MQTT thread did not take the new routes in time; "
                       "the running configuration keeps serving")
             self.notifier.ready(self.status_line())
-            return False
+            return "the MQTT thread did not take the new routes in time"
         if self.door is not None and plan.settings.frigate is not None:
             self.door.update(plan.settings.frigate, served)
         self.entities.replace(catalog)
@@ -338,7 +357,7 @@ class Server:
         log.info("reloaded", models_loaded=list(plan.loaded),
                  routes=[r.name for r in routes])
         self.notifier.ready(self.status_line())
-        return True
+        return None
 
     def _swap(self, routes: list[Route], niceness: int) -> bool:
         # Interpreters open here, on this thread; the MQTT thread only swaps references.

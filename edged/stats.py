@@ -53,6 +53,11 @@ class RouteStats:
     unfolded: list[tuple[float, ...]] = field(default_factory=list)
     """Stage times of results not yet in ``stages``, in STAGES' order: a message appends a
     row, and the histograms take them in one pass (``fold``)."""
+    superseded: int = 0
+    """Replaced by a newer message from the same source before running (queue: latest)."""
+    windows: int | None = None
+    """Model inputs made from windows of readings or samples; None on other routes, whose
+    inputs are their messages."""
 
     def fold(self) -> None:
         if self.unfolded:
@@ -119,11 +124,15 @@ class Stats:
     def doors(self) -> dict[str, dict[str, Any]]:
         return {name: snapshot() for name, snapshot in self._doors.items()}
 
-    def add_route(self, route: str, model: str) -> None:
+    def add_route(self, route: str, model: str, windowed: bool = False) -> None:
         """Count for ``route`` (again, after a reload: its counters go on, its model may
-        have changed). A route a reload removed keeps its counters, as counters do."""
+        have changed). A route a reload removed keeps its counters, as counters do. A
+        ``windowed`` route's model inputs are windows of its readings: counted apart."""
         with self._lock:
-            self._route(route).model = model
+            stats = self._route(route)
+            stats.model = model
+            if windowed and stats.windows is None:
+                stats.windows = 0
 
     def _route(self, route: str) -> RouteStats:
         # Called with the lock held. Answers for a route a reload just removed still come
@@ -160,6 +169,16 @@ class Stats:
         with self._lock:
             self._route(route).failed[reason] += 1
 
+    def superseded(self, route: str) -> None:
+        with self._lock:
+            self._route(route).superseded += 1
+
+    def windows(self, route: str, count: int) -> None:
+        """``count`` model inputs made from windows of a route's readings."""
+        with self._lock:
+            stats = self._route(route)
+            stats.windows = (stats.windows or 0) + count
+
     def totals(self) -> dict[str, int]:
         with self._lock:
             routes = self._routes.values()
@@ -168,6 +187,7 @@ class Stats:
                 "succeeded": sum(r.succeeded for r in routes),
                 "late": sum(r.late for r in routes),
                 "failed": sum(sum(r.failed.values()) for r in routes),
+                "superseded": sum(r.superseded for r in routes),
                 "unrouted": self._unrouted,
             }
 
@@ -180,7 +200,8 @@ class Stats:
                 name: RouteStats(
                     r.model, r.received, r.succeeded, r.late, Counter(r.failed),
                     {s: Histogram(list(h.counts), h.sum_ms, h.count) for s, h in r.stages.items()},
-                    deque(r.recent_total, maxlen=RECENT),
+                    deque(r.recent_total, maxlen=RECENT), superseded=r.superseded,
+                    windows=r.windows,
                 )
                 for name, r in self._routes.items()
             }
@@ -197,6 +218,7 @@ class Stats:
                 "succeeded": r.succeeded,
                 "late": r.late,
                 "failed": dict(r.failed),
+                "superseded": r.superseded,
                 "queue_depth": live.queue_depth(name),
                 "on_time_rate": r.on_time_rate(),
                 "timings_ms": {
@@ -206,6 +228,8 @@ class Stats:
                 "total_ms": {"p50": percentile(recent, 0.5), "p90": percentile(recent, 0.9),
                              "p99": percentile(recent, 0.99)},
             }
+            if r.windows is not None:  # received counts readings; windows, model inputs
+                routes[name]["windows"] = r.windows
             streams = live.streams(name)
             if streams is not None:
                 routes[name]["streams"] = streams

@@ -25,6 +25,10 @@ class BrokerSide(Transport, Protocol):
     loop_beat: float
     """When the transport's thread last showed it is alive (monotonic s)."""
 
+    on_undeliverable: Callable[[Outbound, str, str], None]
+    """Told of a message the broker will never take: the message, a reason (``too_large``,
+    ``refused``) and why, in a sentence."""
+
     def start(self) -> None: ...
 
     def stop(self, timeout: float) -> None:

@@ -23,6 +23,7 @@ TEST_PACKAGES=(
     systemd procps        # systemd-analyze verify of systemd/edged.service (and the
                           # /bin/kill of its ExecReload, which verify looks for)
     debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
+    systemd-container     # tests/test_service.py: systemd-nspawn boots that root
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests
     mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough

@@ -67,6 +67,16 @@ def daemons() -> Iterator[list[Edged]]:
 
 
 @pytest.fixture(scope="session")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The .deb, and a rebuilt one of a higher version whose shipped config differs
+    (tests/support/packages.py), built once for every test that installs them."""
+    from tests.support.packages import build_both
+
+    require_tool("dpkg-deb", "dpkg")
+    return build_both(tmp_path_factory.mktemp("debs"))
+
+
+@pytest.fixture(scope="session")
 def delegate_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The C test delegates (tests/delegates/*.c), built once per session with ``cc``."""
     from tests.support.delegates import build

@@ -58,6 +58,21 @@ def test_raw_of_wrong_size_names_both_sizes(size: int) -> None:
     assert info.value.reason == "bad_input"
 
 
+def test_raw_of_an_image_says_what_it_looks_like_and_which_input_to_set() -> None:
+    """A route with no `input:` is raw: a camera's JPEG then gets a hint, not only sizes."""
+    from tests.support.images import encode
+
+    frame = encode(np.full((64, 64, 3), 128, np.uint8), "JPEG")
+    with pytest.raises(BadInputError) as info:
+        decode_raw(frame, (1, 64, 64, 3), np.dtype(np.uint8))
+    assert str(info.value).endswith(
+        "; the payload looks like a JPEG image: set the route's input: {format: image} "
+        "(or jpeg)")
+    with pytest.raises(BadInputError, match="looks like JSON: set the route's input: "
+                                            r"\{format: json\}"):
+        decode_raw(b'{"data": [1, 2]}', (1, 64, 64, 3), np.dtype(np.uint8))
+
+
 def test_raw_size_counts_the_item_size() -> None:
     with pytest.raises(BadInputError, match="needs exactly 40"):
         decode_raw(b"\x00" * 10, (10,), np.dtype(np.float32))

@@ -296,7 +296,7 @@ def test_empty_file_gives_the_defaults(write: Callable[[str], Path]) -> None:
     settings = load_settings(write(""))
     assert settings.mqtt.host == "127.0.0.1"
     assert settings.mqtt.port == 1883
-    assert settings.mqtt.protocol == "5"
+    assert settings.mqtt.protocol == "auto"
     assert settings.routes == []
     assert settings.models == {}
     assert settings.device_id  # the host name
@@ -399,6 +399,6 @@ def test_good_publish_templates_load(write: Callable[[str], Path], template: str
 def test_the_shipped_example_config_loads() -> None:
     settings = load_settings(REPO / "systemd" / "edged.yaml")
     assert settings.device_id == "edge-01"
-    assert settings.mqtt.protocol == "5"
+    assert settings.mqtt.protocol == "auto"
     assert [r.name for r in settings.routes] == ["cam"]
     assert settings.routes[0].model in settings.models

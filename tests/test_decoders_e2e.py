@@ -129,13 +129,13 @@ def test_check_refuses_outputs_that_do_not_fit(tmp_path: Path) -> None:
     wrong = models()
     wrong["people"]["postprocess"] = "yolo"
     done = check(tmp_path, edged_config(1883, wrong, routes()))
-    assert done.returncode == 1
+    assert done.returncode == 66  # EX_NOINPUT: a model that does not fit its decoder
     assert ("model 'people': postprocess yolo: a YOLO head is one [1, N, F] or [1, F, N] "
             "tensor, not [1, 256, 256, 1]") in done.stderr
     wrong = models()
     wrong["faces"]["anchors"]["anchors_per_cell"] = [2, 2]
     done = check(tmp_path, edged_config(1883, wrong, routes()))
-    assert done.returncode == 1
+    assert done.returncode == 66
     assert "give 640 anchors; expected regressors [1, 640, 16]" in done.stderr
 
 

@@ -229,6 +229,15 @@ def test_configs_edged_no_longer_announces_are_removed() -> None:
         ("plant/edged/pump-3/ha/gone/p1", b"")]
 
 
+def test_an_older_edgeds_config_of_an_entity_announced_anew_is_left_to_be_replaced() -> None:
+    ents, sent, _ = entities()
+    # edged before per-source entities: the same topic and unique id, the route's topic.
+    old = {"name": "door", "unique_id": "edged_pump-3_door",
+           "state_topic": "plant/edged/pump-3/predictions/door"}
+    ents.config_seen("homeassistant/sensor/pump-3/door/config", json.dumps(old).encode())
+    assert sent == []  # the new config replaces it; an empty one would remove the entity
+
+
 def test_everything_is_published_again_with_the_states_held() -> None:
     ents, sent, _ = entities()
     ents.observe("bearing", "pumps/a/window", ANOMALOUS, 0.0)

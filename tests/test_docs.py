@@ -297,7 +297,7 @@ def check_command_output(output: str, shown: list[str]) -> None:
 
 NOT_EDGEDS = ("status=", "Failed to set up credentials", "systemctl ")  # systemd's own
 REASONS = {"bad_input", "expired", "deadline", "queue_full", "model_error", "gap", "shutdown",
-           "internal_error"}
+           "internal_error", "superseded"}
 MIN_CONSTANT = 12  # characters of a string literal that must match, so "{a}: {b}" does not
 
 

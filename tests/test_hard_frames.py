@@ -6,7 +6,8 @@ strips far from its aspect, with a result of its
 documented shape: never an error, and never ``internal_error``. A frame one row over the
 limit is ``bad_input``. The models without image input (vibration, and openWakeWord's
 melspectrogram, embedding and classifiers) get their own extremes: silence, full scale,
-noise.
+noise; and inputs on which openWakeWord's melspectrogram and timer models give NaN, which
+are a ``model_error`` that says so (they were an ``internal_error``: JSON refused them).
 
 Where a model has an independent reference, the answers match it: MediaPipe's own
 pipelines (BlazeFace, the palm detector, selfie segmentation; recorded in
@@ -135,6 +136,7 @@ def routes() -> list[dict[str, Any]]:
 
 
 RAW_ROUTES = ("vibration", "jarvis", "timer", "mel", "embedding")
+GONE_WRONG = "NaN out"  # inputs on which the model's outputs are NaN
 
 
 def postprocess_of(route: str) -> str:
@@ -163,6 +165,9 @@ def raw_inputs() -> dict[str, list[tuple[str, bytes]]]:
     embedding = [("zeros", np.zeros((76, 32), np.float32)),
                  ("large", np.full((76, 32), 1e3, np.float32)),
                  ("noise", rng.normal(0, 10, (76, 32)).astype(np.float32))]
+    # Finite inputs whose outputs are NaN: what a model gone wrong gives (model_error).
+    timer.append((GONE_WRONG, np.full((34, 96), 3.4e38, np.float32)))
+    mel.append((GONE_WRONG, np.full(1760, 1e20, np.float32)))
     inputs: dict[str, list[tuple[str, np.ndarray[Any, Any]]]] = {
         "vibration": vib, "jarvis": jarvis, "timer": timer, "mel": mel, "embedding": embedding}
     return {route: [(n, a.tobytes()) for n, a in arrays] for route, arrays in inputs.items()}
@@ -271,7 +276,17 @@ def test_every_model_answers_every_hard_frame(
     assert len(over_limit) == len(IMAGE_ROUTES), errors
     for error in over_limit.values():
         assert error["reason"] == "bad_input" and "input.max_pixels" in error["message"]
-    unexpected = {k: e for k, e in errors.items() if k[1] != "over the limit"}
+    # A model whose outputs are NaN: a model_error that says so (JSON cannot carry them).
+    gone_wrong = {k: e for k, e in errors.items() if k[1] == GONE_WRONG}
+    assert set(gone_wrong) == {("timer", GONE_WRONG), ("mel", GONE_WRONG)}, errors
+    assert gone_wrong[("timer", GONE_WRONG)] == {
+        "reason": "model_error", "message": "the model's output holds a score that is not a "
+        "finite number (NaN or infinity)"}
+    assert gone_wrong[("mel", GONE_WRONG)] == {
+        "reason": "model_error",
+        "message": "output 'PartitionedCall:0' holds NaN or infinity, which JSON cannot "
+        "carry"}
+    unexpected = {k: e for k, e in errors.items() if k[1] not in ("over the limit", GONE_WRONG)}
     assert not unexpected, unexpected  # every other frame has an answer, not an error
 
     for (route, frame), body in answers.items():
@@ -281,7 +296,7 @@ def test_every_model_answers_every_hard_frame(
             continue  # checked below
         check_result(route, frame, body["result"])
     for (route, frame), body in answers.items():
-        if frame == "over the limit":
+        if frame in ("over the limit", GONE_WRONG):
             continue
         result = body["result"]
         if route == "vibration":

@@ -11,6 +11,7 @@ restart of the broker, and loses nothing where the broker keeps sessions.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
@@ -122,6 +123,7 @@ class Peer:
         self.subscriptions = subscriptions
         self.got: list[Got] = []
         self.connects = 0
+        self.subacks = 0
         self.cond = threading.Condition()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id or f"peer-{uuid.uuid4().hex[:8]}",
@@ -130,6 +132,7 @@ class Peer:
         self.client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         props = None
         if self.v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -141,7 +144,8 @@ class Peer:
         assert isinstance(sock, socket.socket)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
-        self.wait(lambda: self.connects >= 1, "connected")
+        self.wait(lambda: self.connects >= 1 and self.subacks >= len(subscriptions),
+                  "connected and subscribed")
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
@@ -152,6 +156,12 @@ class Peer:
                 client.subscribe(topic, qos=qos)
         with self.cond:
             self.connects += 1
+            self.cond.notify_all()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        with self.cond:
+            self.subacks += 1
             self.cond.notify_all()
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -169,8 +179,14 @@ class Peer:
             return [g for g in self.got if (topic is None or g.topic == topic)
                     and g.at >= since]
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False
+                ) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def got_marker(self, topic: str, timeout: float = WAIT_S) -> None:
+        """Wait for a message on ``topic``, sent after what the test looks for: what the
+        broker was going to deliver before it has been delivered by then."""
+        self.wait(lambda: any(g.topic == topic for g in self.got), f"sent {topic}", timeout)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -219,7 +235,6 @@ def test_the_broker_is_what_its_fixture_says(
     # Delivery at every QoS it has, and the QoS it delivers at.
     sub = Peer(broker, top, subscriptions=((f"{base}/q/#", broker.max_qos),))
     pub = Peer(broker, top)
-    time.sleep(0.5)  # the SUBACK
     for qos in range(broker.max_qos + 1):
         pub.publish(f"{base}/q/{qos}", b"x", qos)
     sub.wait(lambda: len(sub.messages()) >= broker.max_qos + 1, "delivered at every QoS")
@@ -228,24 +243,29 @@ def test_the_broker_is_what_its_fixture_says(
         assert at == (broker.max_qos if broker.name == "amqtt" else qos), delivered
     # amqtt 0.12 delivers at the subscription's QoS, not the lower of the two (MQTT-3.8.4-6).
 
-    # Retained messages reach a later subscriber, where the broker keeps them. (Its own
-    # publisher: a broker without retain may cut off one that sends a retained message.)
+    # Retained messages reach a later subscriber, where the broker keeps them: before a
+    # marker published after it subscribed. (The retained message has a publisher of its
+    # own: a broker without retain may cut off a client that sends one.)
     keeper = Peer(broker, top)
-    keeper.publish(f"{base}/retained", b"kept", 1, retain=True)
-    time.sleep(1.0)
+    with contextlib.suppress(RuntimeError, ValueError):  # cut off: no PUBACK
+        keeper.publish(f"{base}/retained", b"kept", 1, retain=True).wait_for_publish(10)
     keeper.close()
-    late = Peer(broker, top, subscriptions=((f"{base}/retained", 1),))
-    time.sleep(2.0)
+    late = Peer(broker, top, subscriptions=((f"{base}/retained", 1), (f"{base}/marker", 1)))
+    pub.publish(f"{base}/marker", b"", 1)
+    late.got_marker(f"{base}/marker")
     kept = [g for g in late.messages() if g.retain]
     assert bool(kept) == broker.retain, late.messages()
 
-    # Shared subscriptions: each message to one member of the group.
-    group = [Peer(broker, top, subscriptions=((f"$share/g/{base}/shared", 1),))
+    # Shared subscriptions: each message to one member of the group, all of them before
+    # the marker that follows them from the same publisher.
+    group = [Peer(broker, top, subscriptions=((f"$share/g/{base}/shared", 1),
+                                              (f"{base}/marker", 1)))
              for _ in range(2)]
-    time.sleep(0.5)
     for i in range(10):
         pub.publish(f"{base}/shared", str(i).encode(), 1)
-    time.sleep(3.0)
+    pub.publish(f"{base}/marker", b"", 1)
+    for peer in group:
+        peer.got_marker(f"{base}/marker")
     # (amqtt 0.12 also hands the retained message above to these filters, which do not
     # match it: only the shared topic is counted.)
     total = sum(len(p.messages(f"{base}/shared")) for p in group)

@@ -77,7 +77,7 @@ def test_snapshot_has_percentiles_and_failure_reasons() -> None:
     assert route["failed"] == {"queue_full": 1}
     assert route["on_time_rate"] == pytest.approx(0.8)
     assert snap["totals"] == {"received": 0, "succeeded": 4, "late": 0, "failed": 1,
-                              "unrouted": 0}
+                              "superseded": 0, "unrouted": 0}
 
 
 @pytest.mark.integration

@@ -24,7 +24,8 @@ def snapshot(at: float, received: int, succeeded: int, failed: dict[str, int] | 
             {"name": "worker-digits-0", "backend": "cpu-fallback" if on_fallback else "edgetpu",
              "on_fallback": on_fallback, "fallback_events": 1 if on_fallback else 0,
              "invokes": 77, "failures": 3}]}},
-        "mqtt": {"state": "connected", "dropped_offline_qos0": 5,
+        "mqtt": {"state": "connected", "protocol": "3.1.1", "dropped_offline_qos0": 5,
+                 "undeliverable": {"too_large": 2},
                  "outbox": {"waiting": 6, "bytes": 700, "delivered": 8, "dropped_full": 9,
                             "spool": True}},
     }
@@ -68,7 +69,7 @@ def test_render_shows_state_uptime_refusals_workers_and_outbox() -> None:
                      snapshot(101.0, 20, 15, {"deadline": 2, "queue_full": 1, "expired": 0},
                               on_fallback=True))
     screen = render(view, now=101.5, every_s=1, with_rates=True)
-    assert screen[0] == "edged box: online, broker connected, up 1:02:05"
+    assert screen[0] == "edged box: online, broker connected (MQTT 3.1.1), up 1:02:05"
     assert screen[1] == (f"stats of {clock(101.0)} (0.5 s ago, every 1 s); "
                          "rates over the last 1.0 s")
     assert screen[3].split() == ["ROUTE", "MODEL", "RECEIVED", "ON", "TIME", "LATE", "P50",
@@ -79,7 +80,7 @@ def test_render_shows_state_uptime_refusals_workers_and_outbox() -> None:
     assert worker.split() == ["worker-digits-0", "digits", "cpu-fallback", "yes", "(1",
                               "event)", "77", "3"]
     assert ("outbox 6 waiting (700 bytes, spooled to disk), 8 delivered, 9 dropped full; "
-            "5 QoS 0 dropped while offline") in screen
+            "5 QoS 0 dropped while offline; 2 too_large") in screen
     assert screen[-1].startswith("unrouted 2")
 
 
@@ -108,6 +109,18 @@ def test_junk_on_the_stats_topic_is_reported_not_shown() -> None:
     screen = render(view, 100.0, 1, True)
     assert screen[-2:] == ["a stats message that is not JSON was ignored",
                            "a stats message without routes was ignored"]
+
+
+def test_a_window_route_shows_readings_and_windows_and_superseded_apart() -> None:
+    """384 messages of readings made 5 windows, all answered: not 379 lost. Frames replaced by newer
+    ones (queue: latest) are their own figure, not a refusal."""
+    snap = snapshot(100.0, 384, 5, {"queue_full": 1})
+    snap["routes"]["cam"].update(windows=5, superseded=95)
+    screen = render(view_with(snap), now=100.0, every_s=30, with_rates=False)
+    assert screen[4].split() == ["cam", "digits", "384", "messages,", "5", "windows", "5", "1",
+                                 "1.23", "9.88", "4", "queue_full", "1;", "superseded", "95"]
+    plain = render(view_with(snapshot(100.0, 10, 8)), now=100.0, every_s=30, with_rates=False)
+    assert plain[4].split()[2:4] == ["10", "8"]
 
 
 def test_the_frigate_door_has_a_line_of_its_own() -> None:

@@ -1,52 +1,25 @@
 """scripts/packaging/build-deb.sh, tested the way a field engineer uses its package: built here,
 installed with apt into a fresh Debian 12 root (debootstrap, from the Debian registry),
-checked inside (``edged check``, ``systemd-analyze verify``), upgraded to a rebuilt package
-with a changed shipped config over a locally edited one, removed, and purged."""
+checked inside (``edged check``, ``systemd-analyze verify``), upgraded unattended to a
+rebuilt package with a changed shipped config over a locally edited one, removed, and
+purged. A chroot runs no systemd: tests/test_service.py boots one."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.debroot import DebianRoot, cached_tarball
+from tests.support.packages import SHIPPED_CHANGE, UPGRADE, VERSION
 from tests.support.tools import require_root, require_tool
 
-REPO = Path(__file__).resolve().parents[1]
-VERSION = re.findall(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.M)[0]
-UPGRADE = f"{VERSION}+1"  # dpkg orders it after VERSION
 LOCAL_EDIT = ("device_id: edge-01 ", "device_id: box-42  ")
-SHIPPED_CHANGE = ("stats_interval_s: 30\n", "stats_interval_s: 15\n")
 UNIT = "/lib/systemd/system/edged.service"
 SPOOL = "/var/lib/private/edged/outbox.sqlite"  # under DynamicUser=yes
-KEEP_OLD_CONFIG = ["-o", "Dpkg::Options::=--force-confdef",
-                   "-o", "Dpkg::Options::=--force-confold"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.package, pytest.mark.timeout(2400)]
-
-
-def build(out: Path, *args: str) -> Path:
-    done = subprocess.run([str(REPO / "scripts/packaging/build-deb.sh"), "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The package as it is, and a rebuilt one of a higher version whose shipped
-    edged.yaml differs."""
-    require_tool("dpkg-deb", "dpkg")
-    out = tmp_path_factory.mktemp("debs")
-    first = build(out)
-    changed = out / "edged.yaml"
-    text = (REPO / "systemd/edged.yaml").read_text()
-    assert SHIPPED_CHANGE[0] in text
-    changed.write_text(text.replace(*SHIPPED_CHANGE))
-    return first, build(out, "--version", UPGRADE, "--config", str(changed))
 
 
 @pytest.fixture
@@ -88,24 +61,41 @@ def install_and_check(box: DebianRoot, deb: Path) -> None:
                    ).stdout.strip() == "/usr"  # the box's own Python, not the build's
     verify = box.run("systemd-analyze", "verify", "--man=no", UNIT, check=False)
     assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify
-    # No systemd runs in a chroot: the service is neither enabled nor started there.
-    assert not box.file("/etc/systemd/system/multi-user.target.wants/edged.service").exists()
+    # No systemd runs in a chroot, as in an image build: the unit is enabled there (it
+    # starts at the image's first boot), not started.
+    assert box.file("/etc/systemd/system/multi-user.target.wants/edged.service").is_symlink()
+    # The daemon's version is the package's.
+    assert box.run("edged", "--version").stdout.split() == ["edged", VERSION]
+    # The user and groups the unit runs with, which DynamicUser= needs to exist.
+    for group in ("edged", "plugdev", "apex"):
+        box.run("getent", "group", group)
+    assert box.run("id", "-un", "edged").stdout.strip() == "edged"
 
 
 def upgrade_over_a_local_edit(box: DebianRoot, deb: Path) -> None:
-    """A field engineer's edit, and a spool, then an upgrade whose shipped config changed."""
+    """A field engineer's edit, and a spool, then an upgrade whose shipped config changed:
+    unattended (no dpkg option, no answer on standard input), it keeps the engineer's
+    config and puts the new example beside the old one's place, in /usr/share/edged."""
     config = box.file("/etc/edged/edged.yaml")
     config.write_text(config.read_text().replace(*LOCAL_EDIT))
     spool = box.file(SPOOL)
     spool.parent.mkdir(parents=True)
     spool.write_bytes(b"results waiting for the broker")
+    # A password where earlier releases' unit read it: the upgrade moves it along.
+    password = box.file("/etc/edged/mqtt-password")
+    password.write_text("s3cret\n")
+    password.chmod(0o600)
     # Without a network: the postinst makes the new virtualenv from the package alone.
-    box.run("apt-get", "install", "-y", *KEEP_OLD_CONFIG, f"/tmp/{deb.name}", network=False)
+    box.run("apt-get", "install", "-y", f"/tmp/{deb.name}", network=False)
+    kept = box.file("/etc/credstore/edged.mqtt-password")
+    assert kept.read_text() == "s3cret\n" and kept.stat().st_mode & 0o777 == 0o600
     assert status(box) == f"install ok installed {UPGRADE}"
     assert LOCAL_EDIT[1] in config.read_text() and SHIPPED_CHANGE[0] in config.read_text()
-    shipped = box.file("/etc/edged/edged.yaml.dpkg-dist").read_text()
+    assert not box.file("/etc/edged/edged.yaml.dpkg-dist").exists()
+    shipped = box.file("/usr/share/edged/edged.yaml").read_text()
     assert SHIPPED_CHANGE[1] in shipped and LOCAL_EDIT[0] in shipped
     assert "box-42" in box.run("edged", "check", "--config", "/etc/edged/edged.yaml").stdout
+    assert box.run("edged", "--version").stdout.split() == ["edged", UPGRADE]
 
 
 def remove_then_purge(box: DebianRoot) -> None:

@@ -437,7 +437,7 @@ def test_connack_golden() -> None:
     assert one(data, True) == ConnAck(False, 0, receive_maximum=20, maximum_qos=1,
                                       retain_available=False, maximum_packet_size=65536,
                                       assigned_client_id="abc", server_keep_alive=30,
-                                      reason_string="ok")
+                                      reason_string="ok", topic_alias_maximum=10)
     header, body = split(data)
     theirs = paho_packet.decode_connack(header, body, MQTTProtocolVersion.MQTTv5)
     assert theirs.properties is not None

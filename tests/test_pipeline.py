@@ -272,6 +272,34 @@ def test_a_full_fifo_queue_drops_the_oldest_and_says_so(digits: LoadedModel,
     assert stats.snapshot(pipeline)["routes"]["cam"]["queue_depth"] == 2
 
 
+def test_a_frame_replaced_by_a_newer_one_under_latest_is_superseded(
+        digits: LoadedModel, published: list[Outbound]) -> None:
+    """A burst from one camera under `queue: latest`: each frame replaced by a newer one is
+    `superseded`, counted apart from `queue_full` and not as a failure, answered to its
+    requester, and sampled on the errors topic rather than sent there at full rate. Only a
+    frame pushed out by another camera's, with the queue full, is `queue_full`."""
+    clock = FakeClock()
+    pipeline, stats = make(digits, published, clock, queue="latest", queue_size=2,
+                           deadline_ms=10_000)
+    payload = frame(clock).payload
+    for i in range(100):
+        pipeline.submit(Inbound("cam/1", payload, 1, 1.7e9, clock.now, "reply/me",
+                                str(i).encode()))
+    replies = bodies(published, "reply/me")
+    assert len(replies) == 99
+    assert {r["error"]["reason"] for r in replies} == {"superseded"}
+    assert "replaced by a newer message from 'cam/1'" in replies[0]["error"]["message"]
+    assert len(bodies(published, "edged/box/errors")) == 1  # sampled, not 99
+    route = stats.snapshot(pipeline)["routes"]["cam"]
+    assert route["superseded"] == 99 and route["failed"] == {} and route["queue_depth"] == 1
+    assert stats.totals()["failed"] == 0 and stats.totals()["superseded"] == 99
+
+    for camera in ("cam/2", "cam/3"):  # two more cameras, one slot left: cam/1's frame goes
+        pipeline.submit(Inbound(camera, payload, 1, 1.7e9, clock.now, "reply/me", b"x"))
+    assert bodies(published, "reply/me")[-1]["error"]["reason"] == "queue_full"
+    assert stats.snapshot(pipeline)["routes"]["cam"]["failed"] == {"queue_full": 1}
+
+
 def test_a_malformed_user_deadline_is_bad_input(digits: LoadedModel,
                                                 published: list[Outbound]) -> None:
     clock = FakeClock()
@@ -352,6 +380,29 @@ def test_a_window_route_refuses_more_than_a_window_in_one_message() -> None:
         route.windows(Inbound("vib/1", burst, 0, 1.7e9, 0.0))
     one = json.dumps({"data": [[0.0, 0.0, 0.0]] * 128}).encode()
     assert len(route.windows(Inbound("vib/1", one, 0, 1.7e9, 0.0))) == 1
+
+
+def test_a_window_route_counts_its_readings_and_its_windows_apart(
+        published: list[Outbound]) -> None:
+    vibration = load_model("vibration", ModelConfig(path=MODELS / "vibration_int8.tflite",
+                                                    labels=MODELS / "vibration.labels",
+                                                    inline=False),
+                           select_backend())
+    route = Route.bind(RouteConfig(name="vib", subscribe="vib/+", model="vibration",
+                                   input={"format": "json"}, deadline_ms=10_000,
+                                   window={"size": 128, "hop": 64}),
+                       {"vibration": vibration})
+    stats = Stats()
+    stats.add_route("vib", "vibration", route.windowed)
+    transport = FakeTransport(way_back_s=0.001)
+    pipeline = Pipeline([route], Responder(transport, "box", "edged", stats), transport,
+                        stats, FakeClock())
+    reading = json.dumps({"data": [[0.0, 0.0, 0.0]] * 32}).encode()
+    assert stats.snapshot(pipeline)["routes"]["vib"]["windows"] == 0
+    for _ in range(12):  # 384 readings: windows end at 128, 192, 256, 320 and 384
+        pipeline.submit(Inbound("vib/1", reading, 0, 1.7e9, 0.0))
+    snap = stats.snapshot(pipeline)["routes"]["vib"]
+    assert (snap["received"], snap["windows"]) == (12, 5)
 
 
 def test_a_reload_keeps_partial_windows_of_unchanged_routes() -> None:

@@ -133,10 +133,15 @@ def test_daemon_says_ready_pings_reloads_and_stops(
 def test_unit_is_hardened_and_type_notify() -> None:
     text = UNIT.read_text()
     settings = dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
-    assert settings["Type"] == "notify" and settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # The reload waits for the outcome (edged.handshake; tests/test_handshake.py).
+    assert settings["Type"] == "notify"
+    assert settings["ExecReload"] == "/opt/edged/bin/edged reload --pid $MAINPID"
+    assert settings["RuntimeDirectory"] == "edged"
+    assert set(settings["RestartPreventExitStatus"].split()) == {"66", "69", "78"}
     assert settings["NoNewPrivileges"] == "yes" and settings["ProtectSystem"] == "strict"
     assert settings["PrivateTmp"] == "yes" and settings["DynamicUser"] == "yes"
-    assert settings["LoadCredential"].startswith("mqtt-password:")
+    # Without a path the credential is optional: systemd looks for it in the credstore.
+    assert settings["LoadCredential"] == "mqtt-password:edged.mqtt-password"
     assert settings["StateDirectory"] == "edged" and settings["DevicePolicy"] == "closed"
     assert int(settings["WatchdogSec"]) > 0
     devices = re.findall(r"^DeviceAllow=(\S+)", text, re.M)

@@ -26,10 +26,12 @@ class TlsConfig(Section):
 class MqttConfig(Section):
     host: str = Field("127.0.0.1", description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
-    protocol: Literal["5", "3.1.1"] = Field(
-        "5", description="MQTT protocol version",
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT protocol version. auto: MQTT 5, and 3.1.1 when the broker "
+        "refuses 5 (NATS, RabbitMQ before 3.13, Azure IoT Hub)",
         # YAML reads `protocol: 5` as a number, which _protocol_as_text accepts.
-        json_schema_extra={"type": ["string", "integer"], "enum": ["5", "3.1.1", 5]},
+        json_schema_extra={"type": ["string", "integer"],
+                           "enum": ["auto", "5", "3.1.1", 5]},
     )
     client_id: str | None = Field(None, description="default: edged-{device_id}")
     keepalive_s: int = Field(
@@ -52,6 +54,11 @@ class MqttConfig(Section):
         64, ge=1, le=65535, description="MQTT 5: messages the broker may have on their way "
         "to edged at once. mosquitto counts it into the QoS 0 messages it holds for edged, "
         "so a low value keeps frames from going stale in the broker during an overload"
+    )
+    publish_attempts: int = Field(
+        3, ge=1, le=100, description="a publish alone in flight when the broker closes the "
+        "connection this many times is set aside and reported (errors topic, log, stats), so "
+        "that what waits behind it flows: how 3.1.1 brokers refuse a publish"
     )
     coalesce_ms: float = Field(
         0.8, ge=0, le=50, description="when two or more messages come within this many "

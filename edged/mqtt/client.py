@@ -18,6 +18,7 @@ is called (the SIGTERM drain), so the broker delivers it again to the next sessi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import select
 import threading
 import time
@@ -31,9 +32,11 @@ from edged.backoff import Backoff
 from edged.config import MqttConfig, OutboxConfig
 from edged.delivery import ConnectionState, Refusals
 from edged.mqtt import packets, wire
+from edged.mqtt.announced import Announced, findings
 from edged.mqtt.coalesce import Coalescer
 from edged.mqtt.link import Link, LinkClosed
-from edged.mqtt.outgoing import Outgoing
+from edged.mqtt.negotiate import Negotiator, Refused, Unreachable
+from edged.mqtt.outgoing import Outgoing, Undeliverable
 from edged.mqtt.packets import Ack, ConnAck, Disconnect, PingResp, Publish, SubAck
 from edged.mqtt.wakeup import Wakeup
 from edged.mqtt.wayback import WayBack
@@ -43,7 +46,6 @@ from edged.types import Inbound, Outbound
 log = structlog.get_logger("edged.mqtt")
 LOOP_S = 0.1  # longest sleep: how soon outbox entries, calls and timers are served
 TIMERS_S = 0.01  # keep-alive, probes and the outbox, at most this often (and after acks)
-CONNECT_TIMEOUT_S = 10.0
 _POLL_IN, _POLL_OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
 
 
@@ -62,10 +64,17 @@ class MqttClient:
                  subscriptions: Sequence[str], on_message: Callable[[Inbound], None],
                  outbox: Outbox | None = None, material: Material | None = None,
                  announce: Callable[[], Sequence[Outbound]] | None = None,
-                 probe_topic: str | None = None) -> None:
+                 probe_topic: str | None = None,
+                 publish_qos: dict[str, int] | None = None) -> None:
         self._config = config
         self._client_id = client_id
-        self._v5 = config.protocol == "5"
+        self._negotiator = Negotiator(config.protocol)
+        self._v5 = self._negotiator.v5
+        self._publish_qos = publish_qos or {}
+        self.announced: Announced | None = None
+        """What the broker said in the CONNACK of the current (or last) connection."""
+        self._keepalive = config.keepalive_s
+        self._will_retain = True  # until a broker says it keeps no retained messages
         self._material = material if material is not None else Material.load(config)
         self._status_topic = status_topic
         self._probe_topic = probe_topic or status_topic.rsplit("/", 1)[0] + "/probe"
@@ -73,7 +82,7 @@ class MqttClient:
         self._on_message_cb = on_message
         self.refusals = Refusals()
         self._out = Outgoing(self._v5, outbox if outbox is not None else Outbox(OutboxConfig()),
-                             self.refusals)
+                             self.refusals, config.publish_attempts)
         self.outbox = self._out.outbox
         self.publish: Callable[[Outbound], None] = self._out.publish
         """Send a message, or queue it; never blocks (any thread). QoS 0 is dropped (and
@@ -102,7 +111,19 @@ class MqttClient:
         self._ping_sent: float | None = None
         self._nagle_told = False
         self._probe_lost_told = False
+        self._told_findings: set[str] = set()
+        self._status_at = 0.0  # when `online` was last published (retain unavailable)
         self._wakeup = Wakeup()
+
+    @property
+    def on_undeliverable(self) -> Undeliverable:
+        """Told of each message that the broker will never take (too large for it, or
+        refused): the server reports it on the errors topic and to its requester."""
+        return self._out.on_undeliverable
+
+    @on_undeliverable.setter
+    def on_undeliverable(self, hook: Undeliverable) -> None:
+        self._out.on_undeliverable = hook
 
     # lifecycle
 
@@ -112,6 +133,11 @@ class MqttClient:
         self._thread.start()
         log.info("connecting", host=self._config.host, port=self._config.port,
                  protocol=self._config.protocol, tls=self._config.tls is not None)
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version spoken (or, before the first connection, to be tried first)."""
+        return self._negotiator.version
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what waits (for up to ``timeout`` s), publish ``stopped``, disconnect
@@ -172,7 +198,9 @@ class MqttClient:
         return self.state.summary()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": self.state.summary(), "outbox": self.outbox.snapshot(),
+        return {"state": self.state.summary(), "protocol": self._negotiator.version,
+                "broker": self.announced.snapshot() if self.announced is not None else None,
+                **self._out.snapshot(), "outbox": self.outbox.snapshot(),
                 "dropped_offline_qos0": self._out.dropped_offline,
                 "way_back": self.wayback.snapshot(),
                 "packets_per_read": round(self.packets_read / self.reads, 2) if self.reads
@@ -215,49 +243,84 @@ class MqttClient:
     def _connect(self) -> Link | None:
         cfg = self._config
         self.state.attempts += 1
-        connect = packets.encode_connect(
-            self._client_id, v5=self._v5, keepalive=cfg.keepalive_s,
-            clean_start=cfg.session_expiry_s == 0, session_expiry_s=cfg.session_expiry_s,
-            receive_maximum=cfg.receive_maximum if self._v5 else None,
-            username=cfg.username,
-            password=self._material.password.encode() if self._material.password else None,
-            will_topic=self._status_topic, will_payload=b"offline", will_qos=1,
-            will_retain=True)
         try:
-            link, connack = Link.open(cfg.host, cfg.port, connect, v5=self._v5,
-                                      keepalive_s=cfg.keepalive_s, tls=self._material.tls,
-                                      timeout=min(CONNECT_TIMEOUT_S, float(cfg.keepalive_s)))
-        except (OSError, ValueError) as exc:  # MalformedPacket is a ValueError
-            self.state.change("unreachable", wire.describe_connect_error(exc),
-                              host=cfg.host, port=cfg.port)
+            link, connack = self._negotiator.open(cfg, self._material, self._connect_packet)
+        except Unreachable as exc:
+            self.state.change("unreachable", str(exc), host=cfg.host, port=cfg.port)
             return None
-        if packets.is_failure(connack.reason):
-            text = packets.reason_text(connack.reason, packets.CONNACK)
-            hint = wire.REFUSAL_HINTS.get(text, "")
-            self.state.change("refused the connection", f"{text}: {hint}" if hint else text,
+        except Refused as exc:
+            if exc.reason == packets.RETAIN_NOT_SUPPORTED and self._will_retain:
+                # MQTT-3.2.2-13: the broker keeps no retained messages, so not the will.
+                log.warning("the broker keeps no retained messages: the will and `online` "
+                            "are sent without retain, and `online` again every keep-alive")
+                self._will_retain = False
+                return self._connect()
+            self.state.change("refused the connection", str(exc), host=cfg.host,
+                              port=cfg.port, protocol=self._negotiator.version)
+            return None
+        except ValueError as exc:  # MalformedPacket
+            self.state.change("refused the connection", f"a malformed CONNACK: {exc}",
                               host=cfg.host, port=cfg.port)
-            link.close()
             return None
         self._accepted(link, connack)
         return link
 
+    def _connect_packet(self, v5: bool) -> bytes:
+        cfg = self._config
+        return packets.encode_connect(
+            self._client_id, v5=v5, keepalive=cfg.keepalive_s,
+            clean_start=cfg.session_expiry_s == 0, session_expiry_s=cfg.session_expiry_s,
+            receive_maximum=cfg.receive_maximum if v5 else None,
+            username=cfg.username,
+            password=self._material.password.encode() if self._material.password else None,
+            will_topic=self._status_topic, will_payload=b"offline", will_qos=1,
+            will_retain=self._will_retain)
+
     def _accepted(self, link: Link, connack: ConnAck) -> None:
         self._backoff.reset()
+        self._v5 = self._negotiator.v5
+        announced = Announced.of(connack, self._negotiator.version)
+        self.announced = announced
+        if not announced.retain_available:
+            self._will_retain = False
+        self._keepalive = announced.keepalive(self._config.keepalive_s)  # MQTT-3.2.2-21
         link.wake = self._wakeup.wake
         if not connack.session_present:
             self._qos2_in.clear()
         self._ping_sent = None
-        self._out.attach(link, connack.receive_maximum)
+        self._out.attach(link, announced)
         self._out.subscribe(link, [*self._subscriptions, self._probe_topic],
                             self._config.subscribe_qos)
-        self._out.send(Outbound(self._status_topic, b"online", qos=1, retain=True), None)
-        for message in self.announce():  # each time: the broker may have lost retained ones
-            self._out.send(message, None)
+        self._announce_status(link)
         self.connected.set()
         self.state.change("connected", host=self._config.host, port=self._config.port,
-                          session_present=connack.session_present,
+                          protocol=announced.version, session_present=connack.session_present,
                           waiting_in_outbox=len(self.outbox),
                           subscriptions=self._subscriptions)
+        self._tell_findings(announced)
+
+    def _announce_status(self, link: Link) -> None:
+        """``online`` and the announcements (discovery), on every connect, and every
+        keep-alive where the broker keeps no retained messages. QoS 0 while publishes are
+        on probation, so that they do not wait behind it."""
+        self._status_at = time.monotonic()
+        qos = 0 if self._out.on_probation else 1
+        for message in [Outbound(self._status_topic, b"online", qos=1, retain=True),
+                        *self.announce()]:  # each time: the broker may have lost retained ones
+            if qos < message.qos:
+                message = dataclasses.replace(message, qos=qos)
+            if not self._out.send(message, None):
+                self.outbox.put(message)
+
+    def _tell_findings(self, announced: Announced) -> None:
+        """Log once what the broker announced that changes what edged does."""
+        for finding in findings(announced, keepalive_s=self._config.keepalive_s,
+                                publish_qos=self._publish_qos, filters=self._subscriptions):
+            if (finding.warning or finding.fatal) and finding.line() not in self._told_findings:
+                self._told_findings.add(finding.line())
+                log.warning("the broker's announcement changes what edged does",
+                            property=finding.name, announced=finding.value,
+                            action=finding.action)
 
     def _serve(self, link: Link) -> None:
         # One pass per wake-up: at low rates every message pays for a pass, so the pass does
@@ -271,6 +334,8 @@ class MqttClient:
         idle_ms, window_ms = LOOP_S * 1000, coalesce.window_s * 1000
         timers_at = 0.0
         try:
+            if link.early:  # what the broker sent right behind its CONNACK
+                self._handle(link, link.early)
             while not stop.is_set():
                 wakeup.asleep = True
                 if link.wants_write() != writing:
@@ -311,7 +376,7 @@ class MqttClient:
         finally:
             link.close()
             if self._out.link is link:
-                self._out.detach()
+                self._out.detach(closed_by_broker=False)
 
     def _handle(self, link: Link, incoming: list[packets.Packet]) -> None:
         now = time.monotonic()
@@ -362,17 +427,20 @@ class MqttClient:
         """Keep-alive, probes, the outbox: what the loop does besides messages, every
         TIMERS_S and after acknowledgements."""
         self._acked = False
-        keepalive = self._config.keepalive_s
-        if self._ping_sent is not None and now - self._ping_sent > keepalive:
+        keepalive = self._keepalive
+        if self._ping_sent is not None and keepalive and now - self._ping_sent > keepalive:
             raise LinkClosed(f"no answer to a ping within the keep-alive of {keepalive} s")
         # A ping when edged has been quiet, as the keep-alive asks, and when the broker has:
         # a broker that stopped answering while edged kept writing shows only this way.
-        if self._ping_sent is None and (now - link.last_write >= keepalive * 0.75
-                                        or now - link.last_read >= keepalive * 0.75):
+        if self._ping_sent is None and keepalive and (
+                now - link.last_write >= keepalive * 0.75
+                or now - link.last_read >= keepalive * 0.75):
             link.send(packets.PINGREQ)
             self._ping_sent = now
         if self.wayback.due(now):
             self._probe(link, now)
+        if not self._will_retain and now - self._status_at >= (keepalive or 60):
+            self._announce_status(link)  # nothing retained: late subscribers learn it so
         self._out.flush_outbox()
 
     def _probe(self, link: Link, now: float) -> None:
@@ -393,6 +461,7 @@ class MqttClient:
     def _lost(self, link: Link, why: str) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        self._out.detach(closed_by_broker=not self._stop.is_set())
         self.wayback.connection_lost()
         if was_connected and not self._stop.is_set():
             self.state.change("disconnected", why)

@@ -30,6 +30,16 @@ class LinkClosed(Exception):
     """The broker closed the connection, or it failed."""
 
 
+class AfterConnect(ConnectionError):
+    """The broker was reached, and closed the connection (``closed``) or said nothing after
+    CONNECT: how a 3.1.1-only broker may refuse MQTT 5, or any broker a client it will not
+    serve."""
+
+    def __init__(self, text: str, closed: bool = True) -> None:
+        super().__init__(text)
+        self.closed = closed
+
+
 class Link:
     def __init__(self, sock: socket.socket | ssl.SSLSocket, v5: bool, keepalive_s: int,
                  loop_thread: int) -> None:
@@ -43,6 +53,8 @@ class Link:
         self._out_since = 0.0  # when the oldest unsent byte was queued (monotonic s)
         self.last_write = self.last_read = time.monotonic()
         self.bytes_read = 0
+        self.early: list[Packet] = []
+        """Packets that came after the CONNACK in the handshake's read, for the loop."""
         self.wake: Callable[[], None] = lambda: None
         """Called when bytes from another thread wait for the MQTT thread to send them."""
 
@@ -50,29 +62,45 @@ class Link:
     def open(cls, host: str, port: int, connect: bytes, *, v5: bool, keepalive_s: int,
              tls: ssl.SSLContext | None, timeout: float) -> tuple[Link, ConnAck]:
         """Connect, say CONNECT and wait for the CONNACK (blocking, up to ``timeout`` s each
-        step). Raises OSError, ssl.SSLError or packets.MalformedPacket."""
+        step). Raises OSError or ssl.SSLError while the broker cannot be reached (TCP, TLS),
+        AfterConnect once it was reached, and packets.MalformedPacket."""
         raw = socket.create_connection((host, port), timeout=timeout)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock: socket.socket | ssl.SSLSocket = raw
             if tls is not None:
                 sock = tls.wrap_socket(raw, server_hostname=host)
-            sock.sendall(connect)
             link = cls(sock, v5, keepalive_s, threading.get_ident())
-            first: list[Packet] = []
-            while not first:
-                data = sock.recv(READ_CHUNK)
-                if not data:
-                    raise ConnectionResetError("the broker closed the connection after CONNECT")
-                first = link.decoder.feed(data)
-            connack = first[0]
-            if not isinstance(connack, ConnAck) or len(first) > 1:
-                raise packets.MalformedPacket("the broker's first packet is not a CONNACK")
+            connack = link._handshake(connect, timeout)
             sock.setblocking(False)
             return link, connack
         except BaseException:
             raw.close()
             raise
+
+    def _handshake(self, connect: bytes, timeout: float) -> ConnAck:
+        first: list[Packet] = []
+        try:
+            self.sock.sendall(connect)
+            while not first:
+                data = self.sock.recv(READ_CHUNK)
+                if not data:
+                    raise AfterConnect("the broker closed the connection after CONNECT")
+                first = self.decoder.feed(data)
+        except TimeoutError as exc:
+            raise AfterConnect(f"no CONNACK within {timeout:g} s of CONNECT",
+                               closed=False) from exc
+        except (ssl.SSLError, AfterConnect):
+            raise
+        except OSError as exc:  # a reset: the broker refused what CONNECT said
+            raise AfterConnect(f"the broker closed the connection after CONNECT "
+                               f"({type(exc).__name__})") from exc
+        connack = first[0]
+        if not isinstance(connack, ConnAck):
+            raise packets.MalformedPacket("the broker's first packet is not a CONNACK")
+        # A resumed session's messages may come in the same read as the CONNACK.
+        self.early = first[1:]
+        return connack
 
     # reading (MQTT thread)
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from edged.auth import Material
 from edged.config import MqttConfig
 from edged.errors import BrokerError
-from edged.mqtt import packets, wire
+from edged.mqtt import packets
 from edged.mqtt.link import Link, LinkClosed
+from edged.mqtt.negotiate import Negotiator, Refused, Unreachable
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Watcher:
     def __init__(self, config: MqttConfig, topics: Sequence[str]) -> None:
         self._config = config
         self._topics = list(topics)
-        self._v5 = config.protocol == "5"
+        self._v5 = True
         self._material = Material.load(config)
         self._heard: queue.SimpleQueue[Heard] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -52,22 +53,23 @@ class Watcher:
         """Connect and subscribe. Raises BrokerError when that fails within ``timeout``."""
         cfg = self._config
         password = self._material.password
-        connect = packets.encode_connect(
-            f"edged-watch-{uuid.uuid4().hex[:12]}", v5=self._v5, keepalive=cfg.keepalive_s,
-            clean_start=True, username=cfg.username,
-            password=password.encode() if password else None)
+        client_id = f"edged-watch-{uuid.uuid4().hex[:12]}"
+
+        def connect(v5: bool) -> bytes:
+            return packets.encode_connect(
+                client_id, v5=v5, keepalive=cfg.keepalive_s, clean_start=True,
+                username=cfg.username, password=password.encode() if password else None)
+
+        negotiator = Negotiator(cfg.protocol)
         try:
-            link, connack = Link.open(cfg.host, cfg.port, connect, v5=self._v5,
-                                      keepalive_s=cfg.keepalive_s, tls=self._material.tls,
-                                      timeout=timeout)
-        except (OSError, ValueError) as exc:
+            link, _ = negotiator.open(cfg, self._material, connect)
+        except (Unreachable, ValueError) as exc:
             raise BrokerError(f"cannot reach the broker at {cfg.host}:{cfg.port}: "
-                              f"{wire.describe_connect_error(exc)}") from exc
-        if packets.is_failure(connack.reason):
-            link.close()
-            why = packets.reason_text(connack.reason, packets.CONNACK)
+                              f"{exc}") from exc
+        except Refused as exc:
             raise BrokerError(f"the broker at {cfg.host}:{cfg.port} did not let edged in: "
-                              f"{why}")
+                              f"{exc}") from exc
+        self._v5 = negotiator.v5
         link.send(packets.encode_subscribe(1, self._topics, 0, v5=self._v5))
         self._link = link
         self._thread = threading.Thread(target=self._read, args=(link,), name="watch",

@@ -32,6 +32,7 @@ import yaml
 
 from edged.config import load_settings
 from edged.mqtt import MqttClient, packets
+from edged.mqtt.announced import Announced
 from edged.mqtt.link import Link
 from edged.server import Server, load
 from edged.transport import BrokerSide
@@ -101,8 +102,8 @@ def looped(client: MqttClient, payload: bytes, messages: int) -> None:
 
     def serve() -> None:
         link = Link(ours, True, 60, threading.get_ident())
-        client._out.detach()
-        client._out.attach(link, 64)
+        client._out.detach(closed_by_broker=False)
+        client._out.attach(link, Announced("5", False, receive_maximum=64))
         ready.set()
         client._serve(link)
 
@@ -152,7 +153,8 @@ def main() -> int:
     ours, broker = socket.socketpair()
     ours.setblocking(False)
     link = Link(ours, True, 60, threading.get_ident())
-    client._out.attach(link, 64)  # as a CONNACK would: the answers go to this link
+    # as a CONNACK would: the answers go to this link
+    client._out.attach(link, Announced("5", False, receive_maximum=64))
     client.connected.set()
     payload = targets.input_payload(targets.fetch_wakeword())
     # Deadlines far off: this measures the path of a message that is served.

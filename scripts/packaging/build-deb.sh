@@ -5,7 +5,7 @@
 #   scripts/packaging/build-deb.sh [--version V] [--config FILE] [--out DIR]
 #
 #   --version V     the package's version (default: pyproject.toml's)
-#   --config FILE   ship FILE as /etc/edged/edged.yaml (default: systemd/edged.yaml)
+#   --config FILE   ship FILE as the example config (default: systemd/edged.yaml)
 #   --out DIR       where the .deb goes (default: dist/)
 #
 # The package holds edged and every dependency as wheels built here for /usr/bin/python3,
@@ -15,10 +15,14 @@
 # made here could not be shipped: it points at this machine's interpreter.
 #
 # Contents: /opt/edged/wheels, /opt/edged/models (the bundled models), /opt/edged/README.md,
-# /lib/systemd/system/edged.service, /etc/edged/edged.yaml (a conffile: an upgrade never
-# overwrites a locally edited one), /usr/bin/edged. The service is enabled and started only
-# where systemd runs. `apt remove` keeps /etc/edged and the spool (/var/lib/edged);
-# `apt purge` deletes them. Needs dpkg-deb and python3-venv (scripts/setup.sh installs it).
+# /lib/systemd/system/edged.service, /usr/share/edged/edged.yaml (the example config and its
+# schema), /lib/udev/rules.d/60-edged-apex.rules, /usr/bin/edged. The postinst copies the
+# example to /etc/edged/edged.yaml only where that file is missing: the config is the
+# engineer's, not a conffile, so an upgrade never prompts and never changes it. The unit is
+# enabled on the first install (in an image build too) and started where systemd runs.
+# `apt remove` keeps /etc/edged and the spool (/var/lib/edged); `apt purge` deletes them.
+# edged reports VERSION as its own (`edged --version`, the logs).
+# Needs dpkg-deb and python3-venv (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -44,7 +48,18 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/edged-deb.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/root
 install -d "$ROOT/DEBIAN" "$ROOT/opt/edged/wheels" "$ROOT/opt/edged/models" \
-    "$ROOT/etc/edged" "$ROOT/lib/systemd/system" "$ROOT/usr/bin" "$ROOT/usr/share/doc/edged"
+    "$ROOT/usr/share/edged" "$ROOT/lib/systemd/system" "$ROOT/lib/udev/rules.d" \
+    "$ROOT/usr/bin" "$ROOT/usr/share/doc/edged"
+
+# The sources the wheel is built from, with the package's version stamped in, so that the
+# daemon says the version the box has installed (and this checkout stays untouched).
+SRC=$WORK/src
+mkdir -p "$SRC"
+tar -C "$REPO" -cf - pyproject.toml README.md edged | tar -C "$SRC" -xf -
+find "$SRC" -name __pycache__ -prune -exec rm -rf {} +
+sed -i "s/^__version__ = .*/__version__ = \"$VERSION\"/" "$SRC/edged/__init__.py"
+grep -qx "__version__ = \"$VERSION\"" "$SRC/edged/__init__.py" \
+    || { echo "build-deb: could not stamp version $VERSION into edged/__init__.py" >&2; exit 1; }
 
 # Wheels for the box's Python: built by that same Python, in a virtualenv of its own so
 # that neither this checkout's .venv nor the system's site-packages leak in.
@@ -52,13 +67,15 @@ echo "build-deb: wheels for Python $PYVER ($ARCH)" >&2
 "$PYTHON" -m venv "$WORK/build-venv"
 "$WORK/build-venv/bin/python" -m pip install -q --upgrade pip
 "$WORK/build-venv/bin/python" -m pip wheel -q --wheel-dir "$ROOT/opt/edged/wheels" \
-    "$REPO[frigate]" pip 2> >(grep -v "^WARNING: Location .* is ignored" >&2)
+    "$SRC[frigate]" pip 2> >(grep -v "^WARNING: Location .* is ignored" >&2)
 
 cp models/*.tflite models/*.labels models/manifest.json models/README.md \
     "$ROOT/opt/edged/models/"
 cp README.md "$ROOT/opt/edged/README.md"
-install -m 0644 "$CONFIG" "$ROOT/etc/edged/edged.yaml"
+install -m 0644 "$CONFIG" "$ROOT/usr/share/edged/edged.yaml"
+install -m 0644 docs/edged.schema.json "$ROOT/usr/share/edged/edged.schema.json"
 install -m 0644 systemd/edged.service "$ROOT/lib/systemd/system/edged.service"
+install -m 0644 systemd/60-edged-apex.rules "$ROOT/lib/udev/rules.d/60-edged-apex.rules"
 ln -s /opt/edged/bin/edged "$ROOT/usr/bin/edged"
 cat > "$ROOT/usr/share/doc/edged/copyright" <<EOF
 edged: deadline-aware TFLite inference daemon for edge boxes.
@@ -66,7 +83,6 @@ License: Apache-2.0 (/usr/share/common-licenses/Apache-2.0). The wheels in
 /opt/edged/wheels keep their own licenses in their metadata.
 EOF
 
-echo "/etc/edged/edged.yaml" > "$ROOT/DEBIAN/conffiles"
 install -m 0755 "$REPO/scripts/packaging/deb/postinst" "$REPO/scripts/packaging/deb/prerm" \
     "$REPO/scripts/packaging/deb/postrm" "$ROOT/DEBIAN/"
 cat > "$ROOT/DEBIAN/control" <<EOF

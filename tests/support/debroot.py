@@ -34,16 +34,26 @@ def _arch() -> str:
                           check=True).stdout.strip()
 
 
-def cached_tarball(debootstrap: str) -> Path:
-    """The cached root tarball, made first if missing or older than a week."""
-    tarball = cache_dir() / f"debian-{SUITE}-minbase-systemd-{_arch()}.tar"
+# A root that boots with systemd as PID 1 under systemd-nspawn (tests/test_service.py), with
+# everything installing the .deb and talking to a broker needs, since the booted container
+# has no network: the package's dependencies, mosquitto and its clients.
+BOOTABLE = ("systemd-sysv", "dbus", "python3", "procps", "ca-certificates", "mosquitto",
+            "mosquitto-clients")
+
+
+def cached_tarball(debootstrap: str, extra: tuple[str, ...] = (), flavour: str = "") -> Path:
+    """The cached root tarball, made first if missing or older than a week; ``extra``
+    packages go in too, and ``flavour`` names that variant's tarball."""
+    name = f"minbase-systemd{'-' + flavour if flavour else ''}"
+    tarball = cache_dir() / f"debian-{SUITE}-{name}-{_arch()}.tar"
     if tarball.exists() and time.time() - tarball.stat().st_mtime < CACHE_MAX_AGE_S:
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
     # Names of this run's own: test runs of other checkouts may share the cache.
     work = Path(tempfile.mkdtemp(prefix="making-", dir=tarball.parent))
     try:
-        subprocess.run([debootstrap, "--variant=minbase", "--include=systemd", SUITE,
+        subprocess.run([debootstrap, "--variant=minbase",
+                        f"--include={','.join(('systemd', *extra))}", SUITE,
                         str(work / "root"), MIRROR], check=True, capture_output=True,
                        text=True, timeout=1800)
         subprocess.run(["tar", "--numeric-owner", "-C", str(work / "root"), "-cf",

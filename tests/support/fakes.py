@@ -39,6 +39,7 @@ class FakeBroker(FakeTransport):
         self.loop_beat = 0.0
         self.started = self.stopped = self.holding = False
         self.subscriptions: list[str] = []
+        self.on_undeliverable: Callable[[Outbound, str, str], None] = lambda m, r, t: None
 
     def deliver(self, message: Inbound) -> None:
         self.on_message(message)

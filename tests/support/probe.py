@@ -23,6 +23,7 @@ class Received:
     retain: bool
     correlation_data: bytes | None
     arrived_wall: float = 0.0
+    qos: int = 0
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -67,7 +68,8 @@ class Probe:
         corr = getattr(props, "CorrelationData", None) if props is not None else None
         with self._cond:
             self._messages.append(
-                Received(msg.topic, bytes(msg.payload), bool(msg.retain), corr, time.time())
+                Received(msg.topic, bytes(msg.payload), bool(msg.retain), corr, time.time(),
+                         msg.qos)
             )
             self._cond.notify_all()
 

@@ -14,7 +14,7 @@ from edged.mqtt.packets.encode import (
     encode_subscribe,
     encode_unsubscribe,
 )
-from edged.mqtt.packets.reasons import is_failure, reason_text
+from edged.mqtt.packets.reasons import RETAIN_NOT_SUPPORTED, is_failure, reason_text
 from edged.mqtt.packets.values import (
     AUTH,
     CONNACK,
@@ -40,7 +40,8 @@ from edged.mqtt.packets.values import (
 
 __all__ = [
     "AUTH", "CONNACK", "DISCONNECT", "PINGREQ", "PINGRESP", "PUBACK", "PUBCOMP", "PUBLISH",
-    "PUBREC", "PUBREL", "SUBACK", "UNSUBACK", "Ack", "ConnAck", "Decoder", "Disconnect",
+    "PUBREC", "PUBREL", "RETAIN_NOT_SUPPORTED", "SUBACK", "UNSUBACK", "Ack", "ConnAck",
+    "Decoder", "Disconnect",
     "MalformedPacket", "Packet", "PingResp", "Publish", "SubAck", "encode_ack",
     "encode_connect", "encode_disconnect", "encode_publish", "encode_subscribe",
     "encode_unsubscribe", "is_failure", "reason_text",

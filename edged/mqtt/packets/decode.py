@@ -261,9 +261,12 @@ class Decoder:
         props, pos = properties(pkt, pos + 2, end, CONNACK)
         if pos != end:
             raise MalformedPacket("trailing bytes in CONNACK")
+        # MQTT 5 3.2.2.3: an absent property means the default (no limit, or "available").
         return ConnAck(bool(flags), code, props.get(0x21, 65535), props.get(0x24, 2),
                        bool(props.get(0x25, 1)), props.get(0x27), props.get(0x12),
-                       props.get(0x13), props.get(0x1F))
+                       props.get(0x13), props.get(0x1F), props.get(0x22, 0),
+                       bool(props.get(0x28, 1)), bool(props.get(0x29, 1)),
+                       bool(props.get(0x2A, 1)), props.get(0x1C), props.get(0x1A))
 
     def _suback(self, kind: int, mid: int, pkt: memoryview, pos: int, end: int) -> SubAck:
         if self._v5:

@@ -66,6 +66,7 @@ _REASONS: dict[int, tuple[tuple[str, tuple[int, ...]], ...]] = {
 _VALID = {kind: frozenset(code for code, names in _REASONS.items()
                           for _, kinds in names if kind in kinds) for kind in range(16)}
 _V3_CONNACK = (0, 0x84, 0x85, 0x88, 0x86, 0x87)
+RETAIN_NOT_SUPPORTED = 0x9A  # CONNACK: a retained will from a broker without retain
 _V3_SUBACK = frozenset((0, 1, 2, 0x80))
 
 

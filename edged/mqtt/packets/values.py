@@ -48,6 +48,12 @@ class ConnAck:
     assigned_client_id: str | None = None
     server_keep_alive: int | None = None
     reason_string: str | None = None
+    topic_alias_maximum: int = 0
+    wildcard_available: bool = True
+    subscription_ids_available: bool = True
+    shared_available: bool = True
+    server_reference: str | None = None
+    response_information: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
