@@ -246,6 +246,8 @@ class FrigateDoor:
         while not self._stop.is_set():
             self.beat = now = self._clock()
             wait = POLL_MAX_MS
+            while self._timers and self._timers[0][1] not in self._pending:
+                heapq.heappop(self._timers)  # answered already: no wake-up for it
             if self._timers:
                 wait = max(0, min(wait, math.ceil((self._timers[0][0] - now) * 1000)))
             self._wakeup.asleep = True
