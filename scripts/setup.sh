@@ -30,7 +30,9 @@ TEST_PACKAGES=(
     mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough
     nats-server rabbitmq-server  # tests/test_interop.py: brokers no one here wrote (a private
                           # RabbitMQ node of the tests' own; the service is left alone)
-    nodejs npm            # tests/test_interop.py: aedes, a Node.js broker (below)
+    nodejs                # tests/test_interop.py: aedes, a Node.js broker (below); npm
+                          # too, unless the nodejs at hand brings its own (NodeSource's
+                          # does, and conflicts with Debian's npm package)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -55,6 +57,7 @@ apt_install() {
 
 if [ "$MODE" = "test" ]; then
     apt_install "${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    command -v npm >/dev/null 2>&1 || apt_install npm
 else
     apt_install "${DEMO_PACKAGES[@]}"
 fi

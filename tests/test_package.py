@@ -81,8 +81,14 @@ def upgrade_over_a_local_edit(box: DebianRoot, deb: Path) -> None:
     spool = box.file(SPOOL)
     spool.parent.mkdir(parents=True)
     spool.write_bytes(b"results waiting for the broker")
+    # A password where earlier releases' unit read it: the upgrade moves it along.
+    password = box.file("/etc/edged/mqtt-password")
+    password.write_text("s3cret\n")
+    password.chmod(0o600)
     # Without a network: the postinst makes the new virtualenv from the package alone.
     box.run("apt-get", "install", "-y", f"/tmp/{deb.name}", network=False)
+    kept = box.file("/etc/credstore/edged.mqtt-password")
+    assert kept.read_text() == "s3cret\n" and kept.stat().st_mode & 0o777 == 0o600
     assert status(box) == f"install ok installed {UPGRADE}"
     assert LOCAL_EDIT[1] in config.read_text() and SHIPPED_CHANGE[0] in config.read_text()
     assert not box.file("/etc/edged/edged.yaml.dpkg-dist").exists()
