@@ -24,6 +24,7 @@ TEST_PACKAGES=(
                           # /bin/kill of its ExecReload, which verify looks for)
     debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
     systemd-container     # tests/test_service.py: systemd-nspawn boots that root
+    qemu-user-static binfmt-support     # tests/test_package_arm64.py: an arm64 root, emulated
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests
     mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough
