@@ -144,7 +144,8 @@ def header(view: BoxView, now: float, every_s: float) -> list[str]:
     age = max(0.0, now - float(cur.get("time", now)))
     span = interval_s(view)
     rates = f"rates over the last {span:.1f} s" if span else "rates after the next snapshot"
-    return [f"edged {view.device_id}: {state}, broker {mqtt.get('state', '?')}{up}",
+    protocol = f" (MQTT {mqtt['protocol']})" if mqtt.get("protocol") else ""
+    return [f"edged {view.device_id}: {state}, broker {mqtt.get('state', '?')}{protocol}{up}",
             f"stats of {clock(float(cur.get('time', 0)))} ({age:.1f} s ago, every "
             f"{every_s:g} s); {rates}"]
 
@@ -201,7 +202,9 @@ def outbox_line(view: BoxView) -> str:
     spool = "spooled to disk" if box.get("spool") else "in memory"
     return (f"outbox {box.get('waiting', 0)} waiting ({box.get('bytes', 0)} bytes, {spool}), "
             f"{box.get('delivered', 0)} delivered, {box.get('dropped_full', 0)} dropped full; "
-            f"{mqtt.get('dropped_offline_qos0', 0)} QoS 0 dropped while offline")
+            f"{mqtt.get('dropped_offline_qos0', 0)} QoS 0 dropped while offline"
+            + "".join(f"; {n} {reason}" for reason, n in
+                      sorted((mqtt.get("undeliverable") or {}).items())))
 
 
 def frigate_line(view: BoxView) -> list[str]:

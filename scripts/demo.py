@@ -7,7 +7,9 @@ scripts/demo.sh."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 import signal
 import statistics
 import subprocess
@@ -26,7 +28,7 @@ from tests.support.broker import Broker  # noqa: E402  (the test suite's broker 
 from tests.support.probe import Probe  # noqa: E402
 
 
-def config(port: int) -> dict[str, object]:
+def config(port: int, deadline_ms: int = 100) -> dict[str, object]:
     models = REPO / "models"
     return {
         "device_id": "demo-box",
@@ -39,13 +41,13 @@ def config(port: int) -> dict[str, object]:
         },
         "routes": [
             {"name": "cam", "subscribe": "sensors/+/frame", "model": "digits",
-             "input": {"format": "raw"}, "deadline_ms": 100},
+             "input": {"format": "raw"}, "deadline_ms": deadline_ms},
             {"name": "vibration", "subscribe": "sensors/+/vibration", "model": "vibration",
-             "input": {"format": "npy"}, "deadline_ms": 100},
+             "input": {"format": "npy"}, "deadline_ms": deadline_ms},
             # One JSON reading per message; a window of 128 readings (the model's time
             # axis) every 64 new ones, per source topic.
             {"name": "vibration-stream", "subscribe": "sensors/+/accel", "model": "vibration",
-             "input": {"format": "json"}, "deadline_ms": 100,
+             "input": {"format": "json"}, "deadline_ms": deadline_ms,
              "window": {"size": 128, "hop": 64, "fields": ["ax", "ay", "az"]},
              "publish": "edged/{device_id}/vibration/{topic[1]}"},
         ],
@@ -107,31 +109,56 @@ def stream_vibration(probe: Probe, windows: int = 20, rate_hz: float = 1000.0
     return summary
 
 
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--edged", default=f"{sys.executable} -m edged",
+                        help="the command that runs edged (default: this checkout's); e.g. "
+                             "/opt/edged/bin/edged for an installed package")
+    parser.add_argument("--mosquitto", default=None,
+                        help="the command that runs mosquitto (default: this machine's)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the configs and logs go (default: a temporary folder); "
+                             "both commands must see it at the same path")
+    parser.add_argument("--stream-rate", type=float, default=1000.0,
+                        help="readings per second of the streaming sensor (default: 1000)")
+    parser.add_argument("--deadline-ms", type=int, default=100,
+                        help="every route's deadline (default: 100)")
+    parser.add_argument("--start-timeout", type=float, default=60.0,
+                        help="seconds to wait for edged to come online (default: 60)")
+    return parser.parse_args()
+
+
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="edged-demo-") as tmp:
+    args = arguments()
+    with tempfile.TemporaryDirectory(prefix="edged-demo-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        broker = Broker(work)
+        work.chmod(0o755)  # mosquitto may run as its own user
+        broker = Broker(work, command=shlex.split(args.mosquitto or ""))
         broker.start()
         print(f"mosquitto listening on 127.0.0.1:{broker.port}")
-        (work / "edged.yaml").write_text(yaml.safe_dump(config(broker.port), sort_keys=False))
+        (work / "edged.yaml").write_text(yaml.safe_dump(config(broker.port, args.deadline_ms),
+                                                        sort_keys=False))
         log = (work / "edged.log").open("wb")
         edged = subprocess.Popen(
-            [sys.executable, "-m", "edged", "run", "--config", str(work / "edged.yaml")],
+            [*shlex.split(args.edged), "run", "--config", str(work / "edged.yaml")],
             stdout=log, stderr=log, cwd=REPO,
         )
         probe = Probe(broker.port)
         try:
             probe.subscribe("edged/demo-box/status")
-            status = probe.next(timeout=60, topic="edged/demo-box/status").payload.decode()
+            status = probe.next(timeout=args.start_timeout,
+                                topic="edged/demo-box/status").payload.decode()
             print(f"edged status: {status}")
             time.sleep(0.3)
-            print("\n== digits hold-out images (raw uint8 frames, 100 ms deadline) ==")
+            print(f"\n== digits hold-out images (raw uint8 frames, {args.deadline_ms} ms "
+                  "deadline) ==")
             digits = publish(broker.port, "sensors/cam1/frame", "digits", "raw", 100)
-            print("\n== vibration hold-out windows (.npy float windows, 100 ms deadline) ==")
+            print(f"\n== vibration hold-out windows (.npy float windows, {args.deadline_ms} ms "
+                  "deadline) ==")
             vib = publish(broker.port, "sensors/pump1/vibration", "vibration", "npy", 50)
-            print("\n== vibration sensor streaming one JSON reading per message at 1 kHz "
-                  "(window 128, hop 64) ==")
-            stream = stream_vibration(probe)
+            print(f"\n== vibration sensor streaming one JSON reading per message at "
+                  f"{args.stream_rate:g} Hz (window 128, hop 64) ==")
+            stream = stream_vibration(probe, rate_hz=args.stream_rate)
         finally:
             probe.close()
             edged.send_signal(signal.SIGTERM)

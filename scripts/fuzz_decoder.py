@@ -30,6 +30,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the decoder of this checkout, whatever the venv has installed
+    sys.path.insert(0, str(REPO))
 MAX_CHUNKS = 16
 _codec: list[ModuleType] = []  # edged.mqtt.packets, imported once (instrumented or not)
 

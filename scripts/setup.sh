@@ -24,12 +24,15 @@ TEST_PACKAGES=(
                           # /bin/kill of its ExecReload, which verify looks for)
     debootstrap debian-archive-keyring  # tests/test_package.py: a fresh Debian root
     systemd-container     # tests/test_service.py: systemd-nspawn boots that root
+    qemu-user-static binfmt-support     # tests/test_package_arm64.py: an arm64 root, emulated
     tmux                  # terminal programs driven by tests (send-keys, capture-pane)
     espeak-ng sox         # audio made and measured by tests
     mosquitto-clients     # mosquitto_sub/_pub: tests/test_docs.py runs the README's walkthrough
     nats-server rabbitmq-server  # tests/test_interop.py: brokers no one here wrote (a private
                           # RabbitMQ node of the tests' own; the service is left alone)
-    nodejs npm            # tests/test_interop.py: aedes, a Node.js broker (below)
+    nodejs                # tests/test_interop.py: aedes, a Node.js broker (below); npm
+                          # too, unless the nodejs at hand brings its own (NodeSource's
+                          # does, and conflicts with Debian's npm package)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -54,6 +57,7 @@ apt_install() {
 
 if [ "$MODE" = "test" ]; then
     apt_install "${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    command -v npm >/dev/null 2>&1 || apt_install npm
 else
     apt_install "${DEMO_PACKAGES[@]}"
 fi

@@ -261,23 +261,25 @@ def test_handshakes_are_answered_as_each_model_is_ready(
     assert fast.detect(IMAGES[0].reshape(1, 64, 64, 3))[0, 1] > 0
 
 
-def test_sigterm_finishes_the_frames_in_flight(
+def test_sigterm_finishes_the_frames_in_flight_and_answers_new_ones_with_zeros(
         tmp_path: Path, broker: Broker, probe: Probe, daemons: list[Edged],
         clients: list[FrigateClient]) -> None:
-    accel = build_sim_delegate(tmp_path, "sim:400")  # each invoke holds 400 ms
-    config = frigate_config(broker.port, tmp_path / "f.sock", request_timeout_ms=5000,
+    accel = build_sim_delegate(tmp_path, "sim:1500")  # each invoke holds 1.5 s
+    config = frigate_config(broker.port, tmp_path / "f.sock", request_timeout_ms=8000,
                             models=[{"model": "shapes", "labelmap": IDS}])
     config["models"]["shapes"].update(delegate="external", library=str(accel.library),
                                       options=accel.options, workers=1)
     edged = start(tmp_path, config, probe)
     daemons.append(edged)
-    frigate = FrigateClient(f"ipc://{tmp_path / 'f.sock'}", SHAPES, timeout_ms=5000)
-    clients.append(frigate)
-    assert frigate.initialize()
+    endpoint = f"ipc://{tmp_path / 'f.sock'}"
+    first = FrigateClient(endpoint, SHAPES, timeout_ms=8000)
+    late = FrigateClient(endpoint, SHAPES, timeout_ms=8000)
+    clients += [first, late]
+    assert first.initialize() and late.initialize()
     done = threading.Event()
 
     def ask() -> None:
-        frigate.detect(IMAGES[0].reshape(1, 64, 64, 3))
+        first.detect(IMAGES[0].reshape(1, 64, 64, 3))
         done.set()
 
     waiting = threading.Thread(target=ask)
@@ -285,9 +287,18 @@ def test_sigterm_finishes_the_frames_in_flight(
     end = time.monotonic() + 10
     while stats(probe)["frigate"]["pending"] == 0:  # the frame is in edged now
         assert time.monotonic() < end
-    assert edged.stop() == 0
+    assert edged.proc is not None
+    edged.proc.send_signal(signal.SIGTERM)
+    while '"shutting down"' not in edged.log():
+        assert time.monotonic() < end + 10
+        time.sleep(0.02)
+    # Draining: the frame in flight runs on; a new one gets zeros at once, not a timeout.
+    assert not late.detect(IMAGES[1].reshape(1, 64, 64, 3)).any()
+    assert late.counts.timeouts == 0
+    assert edged.proc.wait(30) == 0
     waiting.join(10)
-    assert done.is_set() and frigate.counts.timeouts == 0
+    assert done.is_set() and first.counts.timeouts == 0
     stopped = [json.loads(line) for line in edged.log().splitlines()
                if '"stopped"' in line and '"succeeded"' in line]
     assert stopped and stopped[-1]["succeeded"] == 1, edged.log()[-2000:]
+    assert stopped[-1]["failed"] == 1  # the late one: refused, shutdown

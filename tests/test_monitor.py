@@ -24,7 +24,8 @@ def snapshot(at: float, received: int, succeeded: int, failed: dict[str, int] | 
             {"name": "worker-digits-0", "backend": "cpu-fallback" if on_fallback else "edgetpu",
              "on_fallback": on_fallback, "fallback_events": 1 if on_fallback else 0,
              "invokes": 77, "failures": 3}]}},
-        "mqtt": {"state": "connected", "dropped_offline_qos0": 5,
+        "mqtt": {"state": "connected", "protocol": "3.1.1", "dropped_offline_qos0": 5,
+                 "undeliverable": {"too_large": 2},
                  "outbox": {"waiting": 6, "bytes": 700, "delivered": 8, "dropped_full": 9,
                             "spool": True}},
     }
@@ -68,7 +69,7 @@ def test_render_shows_state_uptime_refusals_workers_and_outbox() -> None:
                      snapshot(101.0, 20, 15, {"deadline": 2, "queue_full": 1, "expired": 0},
                               on_fallback=True))
     screen = render(view, now=101.5, every_s=1, with_rates=True)
-    assert screen[0] == "edged box: online, broker connected, up 1:02:05"
+    assert screen[0] == "edged box: online, broker connected (MQTT 3.1.1), up 1:02:05"
     assert screen[1] == (f"stats of {clock(101.0)} (0.5 s ago, every 1 s); "
                          "rates over the last 1.0 s")
     assert screen[3].split() == ["ROUTE", "MODEL", "RECEIVED", "ON", "TIME", "LATE", "P50",
@@ -79,7 +80,7 @@ def test_render_shows_state_uptime_refusals_workers_and_outbox() -> None:
     assert worker.split() == ["worker-digits-0", "digits", "cpu-fallback", "yes", "(1",
                               "event)", "77", "3"]
     assert ("outbox 6 waiting (700 bytes, spooled to disk), 8 delivered, 9 dropped full; "
-            "5 QoS 0 dropped while offline") in screen
+            "5 QoS 0 dropped while offline; 2 too_large") in screen
     assert screen[-1].startswith("unrouted 2")
 
 

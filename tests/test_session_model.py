@@ -1,7 +1,8 @@
 """A stateful property test of edged's outgoing session (edged/mqtt/outgoing.py) against a
 scripted broker that reads late, acknowledges late or never, drops the connection, restarts
 with or without the session, and closes the connection on "poison" publishes as a broker
-refusing them does (every 3.1.1 broker; NATS on QoS 2; mosquitto over its max_qos).
+refusing them does (every 3.1.1 broker; mosquitto over its max_qos), or on every QoS 2
+PUBLISH (NATS).
 
 The broker keeps QoS 2 as mosquitto does: stored on PUBLISH (a DUP of a stored id is not
 stored twice), delivered on PUBREL. Invariants, checked after every step and once the
@@ -21,7 +22,13 @@ from typing import cast
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from edged.config import OutboxConfig
 from edged.delivery import Refusals
@@ -71,7 +78,13 @@ class SessionModel(RuleBasedStateMachine):
         self.published: dict[bytes, int] = {}  # payload -> QoS
         self.poison: set[bytes] = set()
         self.session_lost = False
+        self.refuses_qos2 = False
         self.count = 0
+
+    @initialize(refuses_qos2=st.booleans())
+    def broker_kind(self, refuses_qos2: bool) -> None:
+        """A broker that closes the connection on every QoS 2 PUBLISH (NATS 2.9)."""
+        self.refuses_qos2 = refuses_qos2
 
     # edged
 
@@ -106,7 +119,7 @@ class SessionModel(RuleBasedStateMachine):
         data, self.wire.out = bytes(self.wire.out), bytearray()
         for packet in self.decoder.feed(data):
             if isinstance(packet, Publish):
-                if packet.payload in self.poison:
+                if packet.payload in self.poison or (packet.qos == 2 and self.refuses_qos2):
                     self.close(late=False)
                     return
                 if packet.qos == 1:
@@ -159,7 +172,7 @@ class SessionModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """The broker behaves from now on: everything ends, within bounded connections."""
-        budget = 2 + ATTEMPTS * (len(self.poison) + 1) * 2
+        budget = 2 + ATTEMPTS * (len(self.poison) + 2) * 2
         for _ in range(budget):
             if self.wire is None:
                 self.accept(session_kept=True)

@@ -218,7 +218,7 @@ def test_top_shows_what_the_stats_topic_says_live(
         lines, snap, before = read_screen(terminal, stats)
     finally:
         sender.join()
-    assert lines[0].startswith("edged test-box: online, broker connected, up ")
+    assert lines[0].startswith("edged test-box: online, broker connected (MQTT 5), up ")
     assert before is not None, "the first snapshot top saw has no rates to compare"
     row = table(lines, "ROUTE")["cam"]
     check_route_row(row, snap)
@@ -279,7 +279,7 @@ def test_status_prints_one_snapshot_as_published(
     done = edged_cli("status", "--config", str(edged.config_path))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("edged test-box: online, broker connected, up ")
+    assert lines[0].startswith("edged test-box: online, broker connected (MQTT 5), up ")
     shown = shown_snapshot(lines)
     assert shown is not None, done.stdout
     found = stats.find(shown)

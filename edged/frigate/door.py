@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,8 @@ import zmq
 from edged.config.frigate import FrigateConfig, endpoint_is_local
 from edged.errors import ConfigError
 from edged.frigate import protocol, uploads
-from edged.frigate.protocol import ZEROS, Detect, Fit, Malformed, ModelData, ModelRequest
+from edged.frigate.placement import Placement
+from edged.frigate.protocol import ZEROS, Detect, Malformed, ModelData, ModelRequest
 from edged.frigate.serve import REPLY_TOPIC, Served, decoder_fits
 from edged.mqtt.wakeup import Wakeup
 from edged.responder import RateLimit
@@ -40,8 +41,6 @@ from edged.types import Inbound, Outbound
 
 log = structlog.get_logger("edged.frigate")
 Clock = Callable[[], float]
-MAX_PEERS = 4096
-"""Detectors remembered (the model each asked for); the oldest is forgotten past it."""
 BATCH = 64
 """Requests read before the answers waiting are sent."""
 POLL_MAX_MS = 100
@@ -64,7 +63,8 @@ class FrigateDoor:
                  clock: Clock = time.monotonic,
                  on_upload: Callable[[], None] | None = None) -> None:
         self.config = config
-        self._served = {s.name: s for s in served}
+        self._place = Placement(served)
+        """The served models, and which one each detector asked for."""
         self._submit = submit
         """The pipeline's door; None while the models still load (detections get zeros)."""
         self._loading: set[str] = set()
@@ -75,14 +75,11 @@ class FrigateDoor:
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
         self._bound: list[str] = []
-        self._peers: OrderedDict[bytes, str] = OrderedDict()
         self._pending: dict[int, Pending] = {}
         self._timers: list[tuple[float, int]] = []
         self._answers: queue.SimpleQueue[tuple[int, bytes]] = queue.SimpleQueue()
         self._wakeup = Wakeup()
         self._ids = itertools.count(1)
-        self._fits: dict[tuple[str, tuple[int, ...], str], Fit | str] = {}
-        self._reported: set[tuple[str, str]] = set()
         self._log_rate = RateLimit(rate=1.0, burst=10.0)
         self.counts: Counter[str] = Counter()
         self._on_upload = on_upload
@@ -130,7 +127,7 @@ class FrigateDoor:
                             endpoint=endpoint)
             self._bound.append(endpoint)
         log.info("Frigate door listening", endpoints=list(endpoints),
-                 models={n: s.route.model.name for n, s in self._served.items()})
+                 models={n: s.route.model.name for n, s in self._place.served.items()})
 
     def start(self) -> None:
         assert self._socket is not None, "bind first"
@@ -163,7 +160,7 @@ class FrigateDoor:
         those waiting). Its detections get zeros until the pipeline serves (``serve``)."""
 
         def mark() -> None:
-            self._served[served.name] = served
+            self._place.served[served.name] = served
             self._loading.discard(served.name)
             for sock, envelope in self._held.pop(served.name, []):
                 self._answer_handshake(sock, envelope, served)
@@ -204,9 +201,7 @@ class FrigateDoor:
                 except ConfigError as exc:
                     log.error("Frigate door: an endpoint did not bind", error=str(exc))
             self.config = config
-            self._served = {s.name: s for s in served}
-            self._fits.clear()
-            self._reported.clear()
+            self._place.replace(served)
             self._loading.clear()
             for name, held in self._held.items():
                 for sock, envelope in held:  # a model a reload removed before it loaded
@@ -230,9 +225,9 @@ class FrigateDoor:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             counts = dict(self.counts)
-        return {"endpoints": list(self._bound), "detectors": len(self._peers),
+        return {"endpoints": list(self._bound), "detectors": len(self._place),
                 "pending": len(self._pending),
-                "served": {n: s.route.name for n, s in self._served.items()},
+                "served": {n: s.route.name for n, s in self._place.served.items()},
                 "counts": counts}
 
     # the door's thread
@@ -246,6 +241,8 @@ class FrigateDoor:
         while not self._stop.is_set():
             self.beat = now = self._clock()
             wait = POLL_MAX_MS
+            while self._timers and self._timers[0][1] not in self._pending:
+                heapq.heappop(self._timers)  # answered already: no wake-up for it
             if self._timers:
                 wait = max(0, min(wait, math.ceil((self._timers[0][0] - now) * 1000)))
             self._wakeup.asleep = True
@@ -319,11 +316,11 @@ class FrigateDoor:
 
     def _model_request(self, sock: zmq.Socket[bytes], envelope: list[bytes],
                        request: ModelRequest) -> None:
-        served = self._served.get(request.name)
+        served = self._place.served.get(request.name)
         if served is None and request.name in self._loading:
             self._count("handshakes_held")
             log.info("Frigate asked for a model still loading; answering once it is ready",
-                     model_name=request.name, ready=sorted(self._served))
+                     model_name=request.name, ready=sorted(self._place.served))
             self._held.setdefault(request.name, []).append((sock, envelope))
             return
         if served is None:
@@ -334,14 +331,15 @@ class FrigateDoor:
     def _unknown(self, sock: zmq.Socket[bytes], envelope: list[bytes], name: str) -> None:
         self._count("handshake_unknown")
         log.warning("Frigate asked for a model edged does not serve",
-                    model_name=name, served=sorted(self._served | dict.fromkeys(self._loading)),
+                    model_name=name,
+                    served=sorted([*self._place.served, *self._loading]),
                     fix="set frigate.models[].name to the basename of Frigate's "
                     "model.path, or serve that model")
         self._send(sock, envelope, protocol.handshake(False))
 
     def _answer_handshake(self, sock: zmq.Socket[bytes], envelope: list[bytes],
                           served: Served) -> None:
-        self._remember(envelope[0], served.name)
+        self._place.remember(envelope[0], served.name)
         self._count("handshakes")
         log.info("Frigate detector connected", model_name=served.name,
                  route=served.route.name)
@@ -353,13 +351,13 @@ class FrigateDoor:
         if not config.enabled:
             self._count("uploads_refused")
             log.warning("Frigate uploaded a model; uploads are off", model_name=request.name,
-                        bytes=len(request.data), served=sorted(self._served),
+                        bytes=len(request.data), served=sorted(self._place.served),
                         fix="serve the model under frigate.models (name: the basename of "
                         "Frigate's model.path), or set frigate.uploads.enabled: true with "
                         "a dir and max_bytes")
             self._send(sock, envelope, protocol.saved(False))
             return
-        why = uploads.refusal(config, set(self._served), request.name, len(request.data))
+        why = uploads.refusal(config, set(self._place.served), request.name, len(request.data))
         if why is None and self._uploading is not None and self._uploading.is_alive():
             why = "another upload is being checked; Frigate's detector will ask again"
         if why is not None:
@@ -386,9 +384,9 @@ class FrigateDoor:
                 time.sleep(0.05)  # uploaded while edged still loads: reload once it serves
             if self._on_upload is not None:
                 self._on_upload()
-            while request.name not in self._served and time.monotonic() < end:
+            while request.name not in self._place.served and time.monotonic() < end:
                 time.sleep(0.05)
-            ok = request.name in self._served
+            ok = request.name in self._place.served
             if not ok:
                 log.error("Frigate upload kept but not served: see the reload's log",
                           model_name=request.name)
@@ -399,56 +397,24 @@ class FrigateDoor:
 
         def reply() -> None:
             if ok:
-                self._remember(envelope[0], request.name)
+                self._place.remember(envelope[0], request.name)
             self._send(sock, envelope, protocol.saved(ok))
 
         self._wakeup.call(reply)
 
-    def _remember(self, identity: bytes, name: str) -> None:
-        self._peers[identity] = name
-        self._peers.move_to_end(identity)
-        while len(self._peers) > MAX_PEERS:
-            self._peers.popitem(last=False)
-
     # detections
-
-    def _served_for(self, identity: bytes, request: Detect) -> Served | None:
-        """The model this detector asked for at its handshake; without one (edged
-        restarted under it, say), the only served model whose input the tensor fits and
-        whose decoder serves the frame's model type."""
-        name = self._peers.get(identity)
-        if name is not None:  # None when a reload stopped serving that name
-            return self._served.get(name)
-        kind = request.model_type
-        fitting = [s for s in self._served.values()
-                   if isinstance(self._fit(s, request), Fit) and (kind is None or (
-                       s.model_type in (None, kind) and decoder_fits(kind, s.decoder) is None))]
-        if len(fitting) == 1:
-            self._remember(identity, fitting[0].name)
-            return fitting[0]
-        return None
-
-    def _fit(self, served: Served, request: Detect) -> Fit | str:
-        key = (served.name, request.shape, request.dtype.name)
-        how = self._fits.get(key)
-        if how is None:
-            if len(self._fits) > 1024:
-                self._fits.clear()
-            how = self._fits[key] = protocol.fit(request.shape, request.dtype, served.spec)
-        return how
 
     def _mismatch(self, served: Served, what: str, text: str) -> None:
         """A request that cannot work with this model: said once per kind."""
-        if (served.name, what) not in self._reported:
-            self._reported.add((served.name, what))
+        if self._place.first_report(served, what):
             log.error("Frigate's requests do not fit the model; answering zeros",
                       model_name=served.name, route=served.route.name, problem=text)
 
     def _detect(self, sock: zmq.Socket[bytes], envelope: list[bytes], request: Detect,
                 received: float, wall: float) -> None:
-        served = self._served_for(envelope[0], request)
+        served = self._place.served_for(envelope[0], request)
         if served is None:
-            if not self._served:
+            if not self._place.served:
                 self._zeros(sock, envelope, "no_model")
                 return
             # Zeros would keep such a detector sending frames that can never be served:
@@ -459,9 +425,9 @@ class FrigateDoor:
                             "that its detector resets and makes its handshake again: it "
                             "asked for a name no longer served, or it made no handshake "
                             "with this edged and its frame fits no single served model",
-                            asked=self._peers.get(envelope[0]), shape=list(request.shape),
+                            asked=self._place.asked(envelope[0]), shape=list(request.shape),
                             dtype=request.dtype.name, model_type=request.model_type,
-                            served=sorted(self._served))
+                            served=sorted(self._place.served))
             return
         model_type = request.model_type
         if model_type is not None:
@@ -472,7 +438,7 @@ class FrigateDoor:
                 self._mismatch(served, f"type:{model_type}", why)
                 self._zeros(sock, envelope, "mismatch", served)
                 return
-        how = self._fit(served, request)
+        how = self._place.fit(served, request)
         if isinstance(how, str):
             self._mismatch(served, f"input:{request.shape}:{request.dtype.name}", how)
             self._zeros(sock, envelope, "mismatch", served)
@@ -532,8 +498,8 @@ class FrigateDoor:
 
     def _malformed(self, sock: zmq.Socket[bytes], envelope: list[bytes],
                    request: Malformed) -> None:
-        name = self._peers.get(envelope[0])
-        served = self._served.get(name) if name is not None else None
+        name = self._place.asked(envelope[0])
+        served = self._place.served.get(name) if name is not None else None
         if self._log_rate.allow():
             log.warning("Frigate door: a request it cannot read; answered with zeros",
                         reason=request.reason, error=request.text,

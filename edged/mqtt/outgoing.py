@@ -312,6 +312,9 @@ class Outgoing:
             if self._tracker.outstanding() + len(self._released) >= self._in_flight_max:
                 return
             mid, record = self._carried.popleft()
+            if mid and record.qos > self._max_qos:  # refused at QoS 2: anew, at QoS 1
+                self._reserved.discard(mid)
+                mid = 0
             if mid:  # the session holds it: the same id, DUP set (MQTT-4.4.0-1)
                 self._reserved.discard(mid)
                 data = _dup(record.data)

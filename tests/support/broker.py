@@ -74,11 +74,14 @@ class Broker:
     def __init__(self, workdir: Path, port: int | None = None, *,
                  tls: TlsListener | None = None, password_file: Path | None = None,
                  acl_file: Path | None = None, persistence: bool = False,
-                 extra: Sequence[str] = ()) -> None:
+                 extra: Sequence[str] = (), command: Sequence[str] = ()) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.tls_port = free_port() if tls is not None else None
         self.workdir = workdir
+        self.command = tuple(command)
+        """How to start mosquitto, if not as this machine's (a root's: ``chroot ROOT
+        /usr/sbin/mosquitto``, with ``workdir`` at the same path inside)."""
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         lines = ["per_listener_settings false", f"listener {self.port} 127.0.0.1"]
@@ -108,7 +111,7 @@ class Broker:
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.conf)],
+            [*(self.command or (mosquitto_binary(),)), "-c", str(self.conf)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,6 +17,12 @@ from tests.support.probe import Probe
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
+# The daemon under test: this checkout's, or another's, e.g. an installed package's in a
+# Debian root of another architecture (tests/test_package_arm64.py runs the contract tests
+# against ``chroot ROOT /opt/edged/bin/edged``, under emulation: hence a longer start).
+COMMAND = tuple(shlex.split(os.environ.get("TEST_EDGED_COMMAND", ""))) or (
+    sys.executable, "-m", "edged")
+START_S = float(os.environ.get("TEST_EDGED_START_S", "30"))
 
 
 def digits_config(port: int, **route_overrides: Any) -> dict[str, Any]:
@@ -62,7 +69,7 @@ class Edged:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "edged", "run", "--config", str(self.config_path)]
+        cmd = [*COMMAND, "run", "--config", str(self.config_path)]
         if self.runtime:
             cmd += ["--runtime", self.runtime]
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
@@ -83,7 +90,7 @@ class Edged:
                 ) from None
         return int(self.proc.returncode)
 
-    def wait_online(self, probe: Probe, status_topic: str, timeout: float = 30.0) -> None:
+    def wait_online(self, probe: Probe, status_topic: str, timeout: float = START_S) -> None:
         """Return once edged has said ``online`` on ``status_topic`` (which ``probe`` must
         already be subscribed to): it has subscribed to its routes by then."""
         end = time.monotonic() + timeout

@@ -41,18 +41,21 @@ BOOTABLE = ("systemd-sysv", "dbus", "python3", "procps", "ca-certificates", "mos
             "mosquitto-clients")
 
 
-def cached_tarball(debootstrap: str, extra: tuple[str, ...] = (), flavour: str = "") -> Path:
+def cached_tarball(debootstrap: str, extra: tuple[str, ...] = (), flavour: str = "",
+                   arch: str | None = None) -> Path:
     """The cached root tarball, made first if missing or older than a week; ``extra``
-    packages go in too, and ``flavour`` names that variant's tarball."""
+    packages go in too, and ``flavour`` names that variant's tarball. A foreign ``arch``
+    (arm64 here) needs qemu-user-static's binfmt handler (``emulation.require``): the
+    second stage of debootstrap runs the root's own binaries, and takes minutes."""
     name = f"minbase-systemd{'-' + flavour if flavour else ''}"
-    tarball = cache_dir() / f"debian-{SUITE}-{name}-{_arch()}.tar"
+    tarball = cache_dir() / f"debian-{SUITE}-{name}-{arch or _arch()}.tar"
     if tarball.exists() and time.time() - tarball.stat().st_mtime < CACHE_MAX_AGE_S:
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
     # Names of this run's own: test runs of other checkouts may share the cache.
     work = Path(tempfile.mkdtemp(prefix="making-", dir=tarball.parent))
     try:
-        subprocess.run([debootstrap, "--variant=minbase",
+        subprocess.run([debootstrap, "--variant=minbase", *(["--arch", arch] if arch else []),
                         f"--include={','.join(('systemd', *extra))}", SUITE,
                         str(work / "root"), MIRROR], check=True, capture_output=True,
                        text=True, timeout=1800)
@@ -69,6 +72,8 @@ class DebianRoot:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.env: dict[str, str] = {}
+        """Set for every command run inside (``QEMU_CPU``, the CPU an emulator plays)."""
         self._mounts: list[Path] = []
 
     @classmethod
@@ -94,6 +99,23 @@ class DebianRoot:
             yield self
         finally:
             self.unmount()
+
+    def bind(self, source: Path, where: str) -> None:
+        """Bind ``source`` (a file or folder of this machine) over ``where`` in the root
+        (made first if missing) until ``unbind`` or unmount: a file over /proc/cpuinfo, or
+        a folder at the same path inside as outside."""
+        target = self.file(where)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+        self._mount(["--bind", str(source)], where.lstrip("/"))
+
+    def unbind(self, where: str) -> None:
+        target = self.file(where)
+        subprocess.run(["umount", str(target)], check=True, timeout=60)
+        self._mounts.remove(target)
 
     def _mount(self, how: list[str], where: str) -> None:
         target = self.path / where
@@ -121,7 +143,7 @@ class DebianRoot:
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """``command`` inside the root, as root, with a clean environment; without
         ``network``, in a network namespace of its own (no interface but loopback)."""
-        env = dict(ENV, **{k: v for k, v in os.environ.items() if k in PROXIES})
+        env = dict(ENV, **{k: v for k, v in os.environ.items() if k in PROXIES}, **self.env)
         argv = ["chroot", str(self.path), "env", "-i",
                 *(f"{k}={v}" for k, v in env.items()), *command]
         if not network:
