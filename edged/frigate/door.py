@@ -30,7 +30,8 @@ import zmq
 
 from edged.config.frigate import FrigateConfig, endpoint_is_local
 from edged.errors import ConfigError
-from edged.frigate import protocol, uploads
+from edged.frigate import protocol
+from edged.frigate.handshakes import Handshakes
 from edged.frigate.placement import Placement
 from edged.frigate.protocol import ZEROS, Detect, Malformed, ModelData, ModelRequest
 from edged.frigate.serve import REPLY_TOPIC, Served, decoder_fits
@@ -67,9 +68,6 @@ class FrigateDoor:
         """The served models, and which one each detector asked for."""
         self._submit = submit
         """The pipeline's door; None while the models still load (detections get zeros)."""
-        self._loading: set[str] = set()
-        """Names served once their model is loaded: their handshakes wait meanwhile."""
-        self._held: dict[str, list[tuple[zmq.Socket[bytes], list[bytes]]]] = {}
         self._stats = stats
         self._clock = clock
         self._context = zmq.Context()
@@ -82,9 +80,9 @@ class FrigateDoor:
         self._ids = itertools.count(1)
         self._log_rate = RateLimit(rate=1.0, burst=10.0)
         self.counts: Counter[str] = Counter()
-        self._on_upload = on_upload
-        """Asks for a reload once an upload is kept (it is served from then on)."""
-        self._uploading: threading.Thread | None = None
+        self._hands = Handshakes(self._place, self._send, self._count, self._wakeup.call,
+                                 lambda: self.config.uploads)
+        self._hands.on_upload = on_upload
         self._lock = threading.Lock()  # counts: the door thread writes, snapshots read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,19 +151,13 @@ class FrigateDoor:
     def loading(self, names: Sequence[str]) -> None:
         """Before the models load: handshakes for ``names`` wait for ``ready``, as Frigate
         waits 30 s for its answer; other names are unknown."""
-        self._loading = set(names)
+        self._hands.loading(names)
 
     def ready(self, served: Served) -> None:
         """A served model is loaded and checked: answer its handshakes from now on (and
         those waiting). Its detections get zeros until the pipeline serves (``serve``)."""
 
-        def mark() -> None:
-            self._place.served[served.name] = served
-            self._loading.discard(served.name)
-            for sock, envelope in self._held.pop(served.name, []):
-                self._answer_handshake(sock, envelope, served)
-
-        self._call(mark)
+        self._call(lambda: self._hands.ready(served))
 
     def serve(self, submit: Callable[[Inbound], None],
               on_upload: Callable[[], None] | None, stats: Stats) -> None:
@@ -173,7 +165,7 @@ class FrigateDoor:
         server's ``stats``."""
 
         def attach() -> None:
-            self._submit, self._on_upload, self._stats = submit, on_upload, stats
+            self._submit, self._hands.on_upload, self._stats = submit, on_upload, stats
 
         self._call(attach)
 
@@ -202,11 +194,7 @@ class FrigateDoor:
                     log.error("Frigate door: an endpoint did not bind", error=str(exc))
             self.config = config
             self._place.replace(served)
-            self._loading.clear()
-            for name, held in self._held.items():
-                for sock, envelope in held:  # a model a reload removed before it loaded
-                    self._unknown(sock, envelope, name)
-            self._held.clear()
+            self._hands.settle()
 
         self._call(swap)
 
@@ -286,9 +274,9 @@ class FrigateDoor:
         if isinstance(request, Detect):
             self._detect(sock, envelope, request, received, wall)
         elif isinstance(request, ModelRequest):
-            self._model_request(sock, envelope, request)
+            self._hands.model_request(sock, envelope, request)
         elif isinstance(request, ModelData):
-            self._model_data(sock, envelope, request)
+            self._hands.model_data(sock, envelope, request)
         else:
             self._malformed(sock, envelope, request)
 
@@ -311,96 +299,6 @@ class FrigateDoor:
             self._stats.received(served.route.name)
             self._stats.failed(served.route.name, reason)
         self._send(sock, envelope, ZEROS)
-
-    # handshakes
-
-    def _model_request(self, sock: zmq.Socket[bytes], envelope: list[bytes],
-                       request: ModelRequest) -> None:
-        served = self._place.served.get(request.name)
-        if served is None and request.name in self._loading:
-            self._count("handshakes_held")
-            log.info("Frigate asked for a model still loading; answering once it is ready",
-                     model_name=request.name, ready=sorted(self._place.served))
-            self._held.setdefault(request.name, []).append((sock, envelope))
-            return
-        if served is None:
-            self._unknown(sock, envelope, request.name)
-            return
-        self._answer_handshake(sock, envelope, served)
-
-    def _unknown(self, sock: zmq.Socket[bytes], envelope: list[bytes], name: str) -> None:
-        self._count("handshake_unknown")
-        log.warning("Frigate asked for a model edged does not serve",
-                    model_name=name,
-                    served=sorted([*self._place.served, *self._loading]),
-                    fix="set frigate.models[].name to the basename of Frigate's "
-                    "model.path, or serve that model")
-        self._send(sock, envelope, protocol.handshake(False))
-
-    def _answer_handshake(self, sock: zmq.Socket[bytes], envelope: list[bytes],
-                          served: Served) -> None:
-        self._place.remember(envelope[0], served.name)
-        self._count("handshakes")
-        log.info("Frigate detector connected", model_name=served.name,
-                 route=served.route.name)
-        self._send(sock, envelope, protocol.handshake(True))
-
-    def _model_data(self, sock: zmq.Socket[bytes], envelope: list[bytes],
-                    request: ModelData) -> None:
-        config = self.config.uploads
-        if not config.enabled:
-            self._count("uploads_refused")
-            log.warning("Frigate uploaded a model; uploads are off", model_name=request.name,
-                        bytes=len(request.data), served=sorted(self._place.served),
-                        fix="serve the model under frigate.models (name: the basename of "
-                        "Frigate's model.path), or set frigate.uploads.enabled: true with "
-                        "a dir and max_bytes")
-            self._send(sock, envelope, protocol.saved(False))
-            return
-        why = uploads.refusal(config, set(self._place.served), request.name, len(request.data))
-        if why is None and self._uploading is not None and self._uploading.is_alive():
-            why = "another upload is being checked; Frigate's detector will ask again"
-        if why is not None:
-            self._count("uploads_refused")
-            log.warning("Frigate upload refused", model_name=request.name, error=why)
-            self._send(sock, envelope, protocol.saved(False))
-            return
-        # The check takes a second or more: off this thread, which serves the detectors.
-        self._uploading = threading.Thread(
-            target=self._upload, args=(sock, envelope, request, None),
-            name="frigate-upload", daemon=True)
-        self._uploading.start()
-
-    def _upload(self, sock: zmq.Socket[bytes], envelope: list[bytes], request: ModelData,
-                model_type: str | None) -> None:
-        config = self.config.uploads
-        ok = False
-        try:
-            kept = uploads.keep(config, request.name, request.data, model_type)
-            log.info("Frigate upload checked and kept; serving it from the reload",
-                     model_name=kept.name, path=str(kept.path), postprocess=kept.postprocess)
-            end = time.monotonic() + uploads.CHECK_TIMEOUT_S
-            while self._on_upload is None and time.monotonic() < end:
-                time.sleep(0.05)  # uploaded while edged still loads: reload once it serves
-            if self._on_upload is not None:
-                self._on_upload()
-            while request.name not in self._place.served and time.monotonic() < end:
-                time.sleep(0.05)
-            ok = request.name in self._place.served
-            if not ok:
-                log.error("Frigate upload kept but not served: see the reload's log",
-                          model_name=request.name)
-        except (OSError, ValueError) as exc:
-            log.warning("Frigate upload refused: it failed the check", model_name=request.name,
-                        error=str(exc))
-        self._count("uploads_served" if ok else "uploads_refused")
-
-        def reply() -> None:
-            if ok:
-                self._place.remember(envelope[0], request.name)
-            self._send(sock, envelope, protocol.saved(ok))
-
-        self._wakeup.call(reply)
 
     # detections
 
