@@ -5,7 +5,8 @@ name the fix. Shared by the daemon's client, ``edged check`` and ``edged status`
 refuses 5, which brokers do in four ways: CONNACK reason 0x84 "Unsupported Protocol
 Version" (MQTT 5 3.1.2.2), the 3.1.1 return code 1 "unacceptable protocol level" (NATS; MQTT
 3.1.1 3.1.2.2 and 3.2.2.3), closing the connection right after CONNECT (RabbitMQ before
-3.13), or no CONNACK at all (amqtt 0.12). The version that worked is kept for the next connections of the process.
+3.13), or no CONNACK at all (amqtt 0.12). The version that worked is kept for the next
+connections of the process.
 """
 
 from __future__ import annotations
