@@ -1,7 +1,7 @@
 """``edged check`` as the service sees the files: every file the daemon opens (the config,
 models, labels, delegate libraries, the password and TLS files, the spool's folder) is
 looked at through the unit's sandbox (edged.unitfile) and opened by a child process that
-runs as the unit's user, with only the unit's groups. Each file that the sandbox hides or
+runs as the unit's user, with the groups the service gets. Each file that the sandbox hides or
 that the user cannot open is named, with the fix.
 
 Run as root only: only root can take another user's identity to try.
@@ -97,9 +97,10 @@ def needs(settings: Settings, config: Path) -> list[Need]:
 
 
 def identity(sandbox: Sandbox) -> Identity:
-    """The uid and groups the unit runs edged with. DynamicUser= takes a static user of
-    the unit's name when there is one, and otherwise makes one up, unprivileged; either
-    way its groups are only the unit's SupplementaryGroups= (no initgroups)."""
+    """The uid and groups the unit runs edged with: the user's (DynamicUser= takes a static
+    user of the unit's name when there is one, with its group memberships, as systemd 252
+    was seen to do; otherwise it makes one up, unprivileged, in no group) and the unit's
+    SupplementaryGroups=."""
     gids: list[int] = []
     missing: list[str] = []
     for group in sandbox.groups:
@@ -110,8 +111,7 @@ def identity(sandbox: Sandbox) -> Identity:
     try:
         entry = pwd.getpwnam(sandbox.account)
         uid, gid = entry.pw_uid, entry.pw_gid
-        if not sandbox.dynamic_user:
-            gids += [g for g in os.getgrouplist(entry.pw_name, gid) if g not in gids]
+        gids += [g for g in os.getgrouplist(entry.pw_name, gid) if g not in gids]
     except KeyError:
         uid = gid = _unused_uid()
     return Identity(sandbox.account, uid, gid, tuple(gids), tuple(missing))
@@ -143,12 +143,14 @@ def problems(sandbox: Sandbox, wanted: list[Need]) -> list[str]:
         if need.kind == "write":
             why = sandbox.read_only_reason(real)
             if why:
-                found.append(f"{need.what}: the service cannot write in {shown}: {why}; put "
-                             f"the spool under /var/lib/edged (the unit's StateDirectory) or "
+                found.append(f"{need.what}: the service cannot write in {shown}: {why}; use "
+                             f"a folder under /var/lib/edged (the unit's StateDirectory) or "
                              f"add ReadWritePaths={real} in a drop-in (systemctl edit edged)")
                 continue
-            if sandbox.managed_by_systemd(real):
-                continue  # systemd makes it, and gives it to the service, at each start
+        if sandbox.managed_by_systemd(real):
+            # systemd makes it and gives it to the service at each start, behind folders
+            # only the service's mount namespace opens (/var/lib/private is 0700 root).
+            continue
         to_open.append(need)
     results = _open_as(who, [(str(n.path), n.kind) for n in to_open])
     for need, error in zip(to_open, results, strict=True):

@@ -8,7 +8,8 @@ config serving on) for a broken one; ``systemctl stop`` publishes ``stopped`` wi
 TimeoutStopSec; an unattended upgrade whose shipped config changed keeps the engineer's
 config and brings the service back, at the new version; a model the service cannot read
 stops the unit at once, with the file named in the journal, instead of restarting it, and
-``edged check`` as root names that file with the fix, which then works.
+``edged check`` as root names that file with the fix, which then works. On the way, the
+spool (StateDirectory) and the metrics port serve under the unit's sandbox.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.package, pytest.mark.timeout(
 
 DEBS = "/var/cache/edged-test"
 CONFIG = "/etc/edged/edged.yaml"
+SPOOL = "/var/lib/private/edged/outbox.sqlite"  # /var/lib/edged under DynamicUser=yes
 # The digits model takes 64 bytes (uint8[1x8x8x1]): 64 ASCII digits are such a frame.
 FRAME = "0" * 64
 ROUTE_EDIT = ("subscribe: sensors/+/frame", "subscribe: cameras/+/frame")
@@ -168,7 +170,18 @@ def stop_says_stopped_in_time(box: BootedRoot) -> None:
 
 
 def unattended_upgrade_keeps_the_config_and_comes_back(box: BootedRoot, deb: Path) -> None:
+    # The spool in the unit's StateDirectory and the metrics port, which need a restart:
+    # the sandbox lets both work.
+    config = box.file(CONFIG)
+    config.write_text(config.read_text()
+                      .replace("  # spool_path: /var/lib/edged/outbox.sqlite",
+                               "  spool_path: /var/lib/edged/outbox.sqlite")
+                      .replace("  port: null ", "  port: 9101 "))
     box.run("systemctl", "start", "edged")
+    assert box.file(SPOOL).exists(), journal(box)[-3000:]
+    metrics = box.run("python3", "-c", "import urllib.request; print(urllib.request.urlopen("
+                      "'http://127.0.0.1:9101/metrics', timeout=10).read().decode())").stdout
+    assert 'edged_requests_received_total{model="digits",route="cam"}' in metrics
     edited = box.file(CONFIG).read_text()
     done = box.run("apt-get", "install", "-y", f"{DEBS}/{deb.name}")  # standard input empty
     assert "Configuration file" not in done.stdout

@@ -2,10 +2,11 @@
 name the fix. Shared by the daemon's client, ``edged check`` and ``edged status``/``top``.
 
 ``mqtt.protocol: auto`` (the default) says MQTT 5 first and MQTT 3.1.1 when the broker
-refuses 5, which brokers do in three ways: CONNACK reason 0x84 "Unsupported Protocol
+refuses 5, which brokers do in four ways: CONNACK reason 0x84 "Unsupported Protocol
 Version" (MQTT 5 3.1.2.2), the 3.1.1 return code 1 "unacceptable protocol level" (NATS; MQTT
-3.1.1 3.1.2.2 and 3.2.2.3), or closing the connection right after CONNECT (RabbitMQ before
-3.13). The version that worked is kept for the next connections of the process.
+3.1.1 3.1.2.2 and 3.2.2.3), closing the connection right after CONNECT (RabbitMQ before
+3.13), or no CONNACK at all (amqtt 0.12). The version that worked is kept for the next
+connections of the process.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class Negotiator:
 
 def _refuses_v5(exc: Refused) -> bool:
     """A refusal that means "not MQTT 5": reason 0x84 (or 3.1.1's return code 1, which the
-    decoder maps to it), or the connection closed right after CONNECT."""
-    cause = exc.__cause__
-    if isinstance(cause, AfterConnect):
-        return cause.closed
+    decoder maps to it), the connection closed right after CONNECT, or no CONNACK at all
+    (amqtt 0.12 reads a level-5 CONNECT as 3.1.1, waits for a will that never comes, and
+    drops the connection after its own 10 s without a word)."""
+    if isinstance(exc.__cause__, AfterConnect):
+        return True
     return exc.reason == UNSUPPORTED_VERSION

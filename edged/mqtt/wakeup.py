@@ -29,9 +29,12 @@ class Wakeup:
     def wake(self) -> None:
         """Wake the MQTT thread if it sleeps in ``poll`` (any thread)."""
         if self.asleep and not self._woken:
-            self._woken = True
+            # The byte first, then the flag: ``woke`` empties the pipe once it sees the flag,
+            # so no byte is ever left behind it (one would make every ``poll`` return at
+            # once, a busy loop until the next wake). The other order lost that race.
             with contextlib.suppress(OSError):
                 os.write(self._write_fd, b"x")
+            self._woken = True
 
     def woke(self) -> None:
         """After ``poll`` (MQTT thread): empty the pipe if it was written."""

@@ -1,15 +1,15 @@
 """Instructions per message, the same whatever else the machine runs: edged's real MQTT
-client, pipeline and interpreter in-process (as scripts/bench_inline.py runs them), fed MQTT 5
-requests through a socket pair with the broker left out, under valgrind's callgrind. Every
-instruction the process executes is counted, in every thread; the difference between a run
-of N1 and one of N2 messages, divided by N2 - N1, leaves out start-up (imports, model
-loading, warm-up), which both runs share.
+client, pipeline and interpreter in-process (as scripts/benchmarks/bench_inline.py runs them),
+fed MQTT 5 requests through a socket pair with the broker left out, under valgrind's
+callgrind. Every instruction the process executes is counted, in every thread; the
+difference between a run of N1 and one of N2 messages, divided by N2 - N1, leaves out
+start-up (imports, model loading, warm-up), which both runs share.
 
 Two cases:
   inline       openWakeWord's hey_jarvis (6 KB float32 frames) run on the MQTT thread
                (the harness calls the client's message handler, as bench_inline does)
   accelerator  MobileNetV2 1.0 224 uint8 (150 KB frames) on one worker thread, on the
-               simulated accelerator of scripts/sim_delegate.c with 0 ms per invoke (its
+               simulated accelerator of scripts/benchmarks/sim_delegate.c with 0 ms per invoke (its
                kernel claims the whole graph and writes zeros: the host's side of an
                accelerated frame without the accelerator's own time), edged's real MQTT
                loop in its own thread, one frame at a time, each answer awaited
