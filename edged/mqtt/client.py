@@ -134,11 +134,6 @@ class MqttClient:
         log.info("connecting", host=self._config.host, port=self._config.port,
                  protocol=self._config.protocol, tls=self._config.tls is not None)
 
-    @property
-    def protocol(self) -> str:
-        """The MQTT version spoken (or, before the first connection, to be tried first)."""
-        return self._negotiator.version
-
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what waits (for up to ``timeout`` s), publish ``stopped``, disconnect
         cleanly (no last will), and keep what is still undelivered in the spool when
