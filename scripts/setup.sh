@@ -141,7 +141,7 @@ if [ "$MODE" = "legacy" ] || [ "$MODE" = "test" ]; then
         'paho-mqtt>=2,<3' 'Pillow>=10.1' 'pydantic>=2.6' 'pydantic-settings[yaml]>=2.3' \
         'PyYAML>=6' 'prometheus-client>=0.17' 'simplejpeg>=1.7' 'structlog>=24.1' \
         'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'cryptography>=41' \
-        'jsonschema>=4.18' 'pyzmq>=25'
+        'jsonschema>=4.18' 'pyzmq>=25' 'jinja2>=3.1'
     # --no-deps: edged's default runtime, ai-edge-litert, must not come along here.
     .venv-legacy/bin/python -m pip install -q --no-deps -e .
 fi
