@@ -41,13 +41,16 @@ from edged.types import Inbound
 ROUNDS = 7
 
 
-def serving(work: Path) -> tuple[Server, MqttClient]:
-    """edged with the bench's route and its defaults, its MQTT client not started."""
-    model = targets.fetch_wakeword()
-    flags = argparse.Namespace(**dict.fromkeys(targets.ROUTE_FLAGS), workers=2, inline=None,
-                               receive_maximum=None, worker_niceness=None, log_level="error")
+def serving(work: Path, model: Path | None = None, accel: targets.Accelerator | None = None,
+            workers: int = 2, inline: str | None = None) -> tuple[Server, MqttClient]:
+    """edged with the bench's route for ``model`` (default: the wake-word model) and its
+    defaults, its MQTT client not started."""
+    model = model or targets.fetch_wakeword()
+    flags = argparse.Namespace(**dict.fromkeys(targets.ROUTE_FLAGS), workers=workers,
+                               inline=inline, receive_maximum=None, worker_niceness=None,
+                               log_level="error")
     (work / "edged.yaml").write_text(yaml.safe_dump(
-        targets.edged_config(1883, "bench/in/+", model, flags, None)))
+        targets.edged_config(1883, "bench/in/+", model, flags, accel)))
     settings = load_settings(work / "edged.yaml")
     made: list[MqttClient] = []
 

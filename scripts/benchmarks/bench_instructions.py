@@ -35,19 +35,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+import bench_inline
 import bench_targets as targets
-import yaml
 
-from edged.config import load_settings
 from edged.mqtt import MqttClient, packets
 from edged.mqtt.announced import Announced
 from edged.mqtt.link import Link
-from edged.server import Server, load
-from edged.transport import BrokerSide
-from edged.types import Inbound
+from edged.server import Server
 
 SCRIPT = Path(__file__).resolve()
 WARM_UP = 50
@@ -57,21 +53,8 @@ MOBILENET = targets.REPO / "models" / "mobilenet_v2_1.0_224_quant.tflite"
 def serving(work: Path, model: Path, accel: targets.Accelerator | None,
             inline: bool) -> tuple[Server, MqttClient]:
     """edged with one route for ``model`` and its defaults, its MQTT client not started."""
-    flags = argparse.Namespace(**dict.fromkeys(targets.ROUTE_FLAGS), workers=1,
-                               inline="true" if inline else "false", receive_maximum=None,
-                               worker_niceness=None, log_level="error")
-    (work / "edged.yaml").write_text(yaml.safe_dump(
-        targets.edged_config(1883, "bench/in/+", model, flags, accel)))
-    settings = load_settings(work / "edged.yaml")
-    made: list[MqttClient] = []
-
-    def make(on_message: Callable[[Inbound], None]) -> BrokerSide:
-        made.append(MqttClient(settings.mqtt, "edged-bench", "edged/bench/status", [],
-                               on_message))
-        return made[0]
-
-    server = Server(settings, load(settings), work / "edged.yaml", make_transport=make)
-    return server, made[0]
+    return bench_inline.serving(work, model, accel, workers=1,
+                                inline="true" if inline else "false")
 
 
 def request(payload: bytes, i: int) -> bytes:
